@@ -1,0 +1,5 @@
+"""``python -m graphforge`` runs the CLI."""
+
+from graphforge.cli.main import main
+
+main()

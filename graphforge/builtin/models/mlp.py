@@ -1,0 +1,107 @@
+"""``mlp``: the fully connected baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from graphforge.core.data import InputSpec
+from graphforge.core.model import Model
+from graphforge.hookspecs import hookimpl
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+class MLPNet(nn.Module):
+    """Flatten, then ``Linear -> norm -> activation -> dropout`` blocks, then a linear classifier.
+
+    Args:
+        in_features: Input features per sample (after flattening).
+        hidden: Width of each hidden layer.
+        num_classes: Number of outputs.
+        dropout: Dropout probability after each hidden block.
+        activation: ``relu``, ``gelu``, ``silu`` or ``tanh``.
+        norm: Apply LayerNorm in each hidden block.
+
+    Shapes:
+        input ``[N, *]``, output ``[N, num_classes]``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        num_classes: int,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm: bool = True,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h)]
+            if norm:
+                layers.append(nn.LayerNorm(h))
+            layers += [_ACTIVATIONS[activation](), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class MLP(Model):
+    """Fully connected network on flattened images or vectors.
+
+    Args:
+        hidden (int or list of int, optional): Width of the hidden layers; a list
+            gives one width per layer. (default: ``256``)
+        layers (int, optional): Number of hidden layers when ``hidden`` is an int.
+            (default: ``2``)
+        dropout (float, optional): Dropout probability. (default: ``0.1``)
+        activation (str, optional): ``relu``, ``gelu``, ``silu`` or ``tanh``. (default: ``"relu"``)
+        norm (bool, optional): LayerNorm in each hidden block. (default: ``True``)
+    """
+
+    name = "mlp"
+    inputs = frozenset({"vectors", "images"})
+    default_epochs = 30
+
+    def __init__(
+        self,
+        hidden: int | Sequence[int] = 256,
+        layers: int = 2,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm: bool = True,
+    ) -> None:
+        if isinstance(hidden, bool) or not isinstance(hidden, (int, list, tuple)):
+            raise ValueError(f"hidden must be an int or a list of ints, got {hidden!r}")
+        widths = [hidden] * layers if isinstance(hidden, int) else list(hidden)
+        if isinstance(hidden, int) and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 0):
+            raise ValueError(f"layers must be an integer >= 0, got {layers!r}")
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+            raise ValueError(f"hidden widths must be integers >= 1, got {hidden!r}")
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}, got {activation!r}")
+        self.hidden = hidden
+        self.layers = layers
+        self.dropout = float(dropout)
+        self.activation = activation
+        self.norm = bool(norm)
+        self._widths = widths
+
+    def build(self, spec: InputSpec, num_classes: int) -> nn.Module:
+        """Return an :class:`MLPNet` for ``spec``."""
+        return MLPNet(spec.num_features, self._widths, num_classes, self.dropout, self.activation, self.norm)
+
+
+@hookimpl
+def register_models(register):  # type: ignore[no-untyped-def]
+    register("mlp", MLP, "fully connected baseline on flattened images or vectors")

@@ -1,0 +1,61 @@
+"""Base class of converter plugins (data -> graphs)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from torch import nn
+
+from graphforge.core.data import DataSplits, InputSpec
+from graphforge.errors import ConfigError
+
+
+class Converter:
+    """Turns samples into graphs.
+
+    Two levels exist:
+
+    * ``level = "sample"``: one graph per sample. :meth:`build` returns an
+      ``nn.Module`` that maps a batch of inputs to the model's input (a PyG
+      ``Batch`` or a tensor); it runs inside the model's forward pass, so it may
+      have learnable parameters.
+    * ``level = "dataset"``: one graph over the whole dataset (similarity graphs)
+      or a graph that summarises it (SOM). :meth:`convert` returns a PyG ``Data``
+      with ``train_mask`` / ``val_mask`` / ``test_mask``.
+
+    Subclasses take their options as keyword arguments in ``__init__``.
+    """
+
+    #: ``"sample"`` or ``"dataset"``.
+    level: ClassVar[Literal["sample", "dataset"]] = "sample"
+    #: Input kinds this converter accepts (see :class:`graphforge.InputSpec`).
+    inputs: ClassVar[frozenset[str]] = frozenset({"images", "vectors"})
+
+    def check_input(self, spec: InputSpec) -> None:
+        """Raise :class:`ConfigError` if this converter cannot take ``spec``."""
+        if spec.kind not in self.inputs:
+            raise ConfigError(
+                f"converter {self.registry_name()!r} takes {sorted(self.inputs)} input, "
+                f"but the dataset gives {spec.kind}"
+            )
+
+    def output_spec(self, spec: InputSpec) -> InputSpec:
+        """Return what this converter produces from input ``spec``."""
+        raise NotImplementedError
+
+    def build(self, spec: InputSpec) -> nn.Module:
+        """Return the module that converts a batch (``level = "sample"`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a per-sample converter")
+
+    def convert(self, data: DataSplits) -> Any:
+        """Return one graph over ``data`` (``level = "dataset"`` only)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a dataset converter")
+
+    @classmethod
+    def registry_name(cls) -> str:
+        """Name used in messages (the registered name when set as ``name``)."""
+        return getattr(cls, "name", cls.__name__)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({opts})"

@@ -1,0 +1,120 @@
+"""Data containers passed between datasets, converters and models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from graphforge.errors import DataError
+
+InputKind = Literal["images", "vectors", "graphs", "graph"]
+INPUT_KINDS: tuple[str, ...] = ("images", "vectors", "graphs", "graph")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a stage produces or consumes.
+
+    Attributes:
+        kind: ``"images"`` (``[N, C, H, W]``), ``"vectors"`` (``[N, D]``), ``"graphs"``
+            (one PyG graph per sample, batched) or ``"graph"`` (one graph over the
+            whole dataset, transductive).
+        shape: Shape of one sample: ``(C, H, W)`` for images, ``(D,)`` for vectors,
+            ``(F,)`` node features for graphs.
+    """
+
+    kind: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in INPUT_KINDS:
+            raise ValueError(f"unknown input kind {self.kind!r}; choose one of {INPUT_KINDS}")
+
+    @property
+    def num_features(self) -> int:
+        """Number of features per sample (images are flattened)."""
+        n = 1
+        for s in self.shape:
+            n *= int(s)
+        return n
+
+
+@dataclass
+class Split:
+    """One split of a dataset: samples ``x`` and integer labels ``y``.
+
+    ``x`` is ``[N, C, H, W]`` for images (uint8 in 0..255 or float in [0, 1]) and
+    ``[N, D]`` float for vectors; ``y`` is ``[N]`` int64 in ``0..num_classes-1``.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise DataError(
+                f"split has {self.x.shape[0]} samples but {self.y.shape[0]} labels"
+            )
+        if self.y.dtype != torch.long:
+            self.y = self.y.long()
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, index: torch.Tensor) -> Split:
+        """Return the samples at ``index``."""
+        return Split(self.x[index], self.y[index])
+
+
+@dataclass
+class DataSplits:
+    """A dataset loaded into train / validation / test splits.
+
+    Attributes:
+        train, val, test: The splits.
+        num_classes: Number of classes.
+        kind: ``"images"`` or ``"vectors"``.
+        class_names: Human-readable class names (default: ``"0"``, ``"1"``, ...).
+        name: Dataset name, for reports.
+    """
+
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    kind: str
+    class_names: list[str] = field(default_factory=list)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("images", "vectors"):
+            raise DataError(f"dataset kind must be 'images' or 'vectors', got {self.kind!r}")
+        if not self.class_names:
+            self.class_names = [str(i) for i in range(self.num_classes)]
+        if len(self.class_names) != self.num_classes:
+            raise DataError(
+                f"{len(self.class_names)} class names for {self.num_classes} classes"
+            )
+        expected_ndim = 4 if self.kind == "images" else 2
+        for split_name in ("train", "val", "test"):
+            split: Split = getattr(self, split_name)
+            if split.x.ndim != expected_ndim:
+                raise DataError(
+                    f"{split_name} split: {self.kind} must be {expected_ndim}-D, "
+                    f"got shape {tuple(split.x.shape)}"
+                )
+            if len(split) and (split.y.min() < 0 or split.y.max() >= self.num_classes):
+                raise DataError(
+                    f"{split_name} split has labels outside 0..{self.num_classes - 1}"
+                )
+
+    @property
+    def spec(self) -> InputSpec:
+        """The :class:`InputSpec` of one sample."""
+        return InputSpec(self.kind, tuple(int(s) for s in self.train.x.shape[1:]))
+
+    def sizes(self) -> dict[str, int]:
+        """Return the number of samples of each split."""
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}

@@ -1,0 +1,84 @@
+"""The network the engine trains: normalise -> convert -> model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from graphforge.core.data import InputSpec, Split
+
+
+class Normalizer(nn.Module):
+    """Casts a batch to float and standardises it with statistics of the training split.
+
+    Images (``[N, C, H, W]``) are standardised per channel, vectors (``[N, D]``) per
+    feature; uint8 images are first scaled to [0, 1]. The statistics are buffers,
+    so they travel with the checkpoint.
+
+    Args:
+        mean: Per-channel or per-feature mean.
+        std: Matching standard deviation (zeros are replaced by 1).
+        scale: Factor applied to the raw values before standardising.
+        enabled: If ``False`` only the cast and scale happen.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, scale: float = 1.0, enabled: bool = True) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", torch.where(std > 1e-12, std, torch.ones_like(std)).float())
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.enabled = bool(enabled)
+
+    @classmethod
+    def fit(cls, split: Split, kind: str, enabled: bool = True) -> Normalizer:
+        """Compute the statistics on a training split."""
+        x = split.x
+        scale = 1.0 / 255.0 if x.dtype == torch.uint8 else 1.0
+        dims = (0, 2, 3) if kind == "images" else (0,)
+        stats_shape = (1, x.shape[1], 1, 1) if kind == "images" else (1, x.shape[1])
+        total = torch.zeros(x.shape[1], dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        count = 0
+        for start in range(0, x.shape[0], 4096):  # chunks keep memory flat
+            chunk = x[start : start + 4096].double() * scale
+            total += chunk.sum(dim=dims)
+            total_sq += (chunk * chunk).sum(dim=dims)
+            count += chunk.numel() // x.shape[1]
+        count = max(count, 1)
+        mean = total / count
+        std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+        return cls(mean.reshape(stats_shape), std.reshape(stats_shape), scale, enabled)
+
+    @classmethod
+    def empty(cls, spec: InputSpec) -> Normalizer:
+        """Return a normaliser of the right shape for ``spec``, to load a state dict into."""
+        shape = (1, spec.shape[0], 1, 1) if spec.kind == "images" else (1, spec.shape[0])
+        return cls(torch.zeros(shape), torch.ones(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() * self.scale
+        if self.enabled:
+            x = (x - self.mean) / self.std
+        return x
+
+    def extra_repr(self) -> str:
+        return f"scale={float(self.scale):g}, enabled={self.enabled}"
+
+
+class GraphforgeNet(nn.Module):
+    """``model(converter(normalizer(x)))``: the module trained end to end.
+
+    Args:
+        normalizer: Input normalisation (or ``nn.Identity``).
+        converter: The per-sample converter's module (may be learnable).
+        model: The model's module, returning logits.
+    """
+
+    def __init__(self, normalizer: nn.Module, converter: nn.Module, model: nn.Module) -> None:
+        super().__init__()
+        self.normalizer = normalizer
+        self.converter = converter
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.converter(self.normalizer(x)))

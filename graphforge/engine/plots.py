@@ -1,0 +1,67 @@
+"""Plots written into the run directory (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from graphforge.io import atomic_path  # noqa: E402
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_learning_curves(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Plot loss and accuracy per epoch for training and validation."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax_loss.plot(epochs, values, marker="o", ms=3, label=label)
+    for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax_acc.plot(epochs, values, marker="o", ms=3, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Plot a confusion matrix (rows = true class), normalised per row, with counts."""
+    cm = np.asarray(confusion, dtype=float)
+    row_sums = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, row_sums, out=np.zeros_like(cm), where=row_sums > 0)
+    n = len(class_names)
+    size = min(max(4.0, 0.45 * n + 2), 16.0)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    ax.set_xticks(range(n), labels=class_names, rotation=90 if n > 12 else 0)
+    ax.set_yticks(range(n), labels=class_names)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    return save_figure(fig, path)

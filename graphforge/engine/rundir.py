@@ -1,0 +1,143 @@
+"""The run directory: config, history, metrics, checkpoints and plots of one run.
+
+Every file is written atomically (temporary file + rename). The directory is
+only created once the run's inputs have been validated, so a bad option never
+leaves a half-made run behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from graphforge.errors import ConfigError, DataError
+from graphforge.io import save_torch, write_json, write_text, write_yaml
+
+CONFIG_FILE = "config.yaml"
+STATUS_FILE = "run.json"
+HISTORY_JSON = "history.json"
+HISTORY_CSV = "history.csv"
+METRICS_FILE = "metrics.json"
+BEST_CHECKPOINT = "checkpoint.pt"
+LAST_CHECKPOINT = "last.pt"
+PLOTS_DIR = "plots"
+
+
+def default_run_path(converter: str, model: str, base: str | Path = "runs") -> Path:
+    """Return ``runs/<timestamp>-<converter>-<model>``, suffixed if it already exists."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(base) / f"{stamp}-{converter}-{model}"
+    n = 2
+    while path.exists():
+        path = Path(base) / f"{stamp}-{converter}-{model}-{n}"
+        n += 1
+    return path
+
+
+class RunDirectory:
+    """Reads and writes the files of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path) -> RunDirectory:
+        """Create a new, empty run directory.
+
+        Raises:
+            ConfigError: If ``path`` exists and is not empty (use ``--resume`` to continue a run).
+        """
+        p = Path(path)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise ConfigError(f"run directory {p} already exists and is not empty; choose another --out or --resume it")
+        p.mkdir(parents=True, exist_ok=True)
+        (p / PLOTS_DIR).mkdir(exist_ok=True)
+        return cls(p)
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDirectory:
+        """Open an existing run directory (for resume or reload).
+
+        Raises:
+            DataError: If it is not a graphforge run directory.
+        """
+        p = Path(path)
+        if not (p / CONFIG_FILE).is_file():
+            raise DataError(f"{p} is not a graphforge run directory (no {CONFIG_FILE})")
+        return cls(p)
+
+    def file(self, name: str) -> Path:
+        """Return the path of a file inside the run directory."""
+        return self.path / name
+
+    def plot_path(self, name: str) -> Path:
+        """Return the path of a plot inside ``plots/``."""
+        (self.path / PLOTS_DIR).mkdir(exist_ok=True)
+        return self.path / PLOTS_DIR / name
+
+    # --- writing -----------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write the resolved config."""
+        write_yaml(self.file(CONFIG_FILE), config)
+
+    def write_status(self, status: str, **info: Any) -> None:
+        """Write ``run.json`` with the run's status (running, completed, failed, interrupted)."""
+        current = self.read_status()
+        current.update(info)
+        current["status"] = status
+        current["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(self.file(STATUS_FILE), current)
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        """Write the per-epoch history as JSON (everything) and CSV (scalars)."""
+        write_json(self.file(HISTORY_JSON), history)
+        columns: list[str] = []
+        for row in history:
+            for key, value in row.items():
+                if key not in columns and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+                    columns.append(key)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+        write_text(self.file(HISTORY_CSV), buf.getvalue())
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """Write the final metrics."""
+        write_json(self.file(METRICS_FILE), metrics)
+
+    def save(self, name: str, obj: Any) -> None:
+        """Save a torch object (checkpoint) atomically."""
+        save_torch(self.file(name), obj)
+
+    # --- reading -----------------------------------------------------------------
+    def read_config(self) -> dict[str, Any]:
+        """Return the saved config."""
+        return yaml.safe_load(self.file(CONFIG_FILE).read_text(encoding="utf-8")) or {}
+
+    def read_status(self) -> dict[str, Any]:
+        """Return ``run.json`` (empty when missing)."""
+        import json
+
+        f = self.file(STATUS_FILE)
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+
+    def load(self, name: str) -> Any:
+        """Load a checkpoint file.
+
+        Raises:
+            DataError: If it is missing or unreadable.
+        """
+        f = self.file(name)
+        if not f.is_file():
+            raise DataError(f"{f} is missing; the run has no checkpoint to load")
+        try:
+            return torch.load(f, map_location="cpu", weights_only=False)
+        except Exception as exc:  # corrupt or truncated file
+            raise DataError(f"cannot read checkpoint {f}: {exc}") from None

@@ -1,0 +1,184 @@
+"""How a network sees the data: mini-batches of samples, or one whole graph.
+
+A task knows how to run one training epoch and how to predict a split; the
+:mod:`graphforge.engine.trainer` loop is the same for both.
+
+Modules inside the network may take part in training through two optional
+methods, found on any submodule:
+
+* ``graphforge_aux_loss() -> Tensor | None`` — added to the loss after each
+  forward pass (e.g. a penalty on the expected k of a learned KNN graph).
+* ``graphforge_epoch_metrics() -> dict`` — merged into the epoch's history row
+  (e.g. the mean and histogram of predicted k); called once per epoch after
+  training, and the module should reset its accumulators then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from graphforge.core.data import DataSplits, Split
+from graphforge.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+class Task(Protocol):
+    """What the trainer needs from a task."""
+
+    net: nn.Module
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+        """Run one epoch of training; return ``train_loss`` and ``train_accuracy``."""
+
+    def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(logits, labels)`` of a split in eval mode."""
+
+
+def aux_loss(net: nn.Module) -> torch.Tensor | None:
+    """Sum the ``graphforge_aux_loss()`` of every submodule that has one."""
+    total = None
+    for module in net.modules():
+        fn = getattr(module, "graphforge_aux_loss", None)
+        if fn is not None:
+            value = fn()
+            if value is not None:
+                total = value if total is None else total + value
+    return total
+
+
+def epoch_metrics(net: nn.Module) -> dict[str, Any]:
+    """Merge the ``graphforge_epoch_metrics()`` of every submodule that has one."""
+    out: dict[str, Any] = {}
+    for module in net.modules():
+        fn = getattr(module, "graphforge_epoch_metrics", None)
+        if fn is not None:
+            out.update(fn() or {})
+    return out
+
+
+def iterate_batches(
+    n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+) -> Iterator[torch.Tensor]:
+    """Yield index tensors covering ``range(n)`` in batches (shuffled with ``generator``)."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def _check_finite_loss(loss: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(loss):
+        raise DataError(
+            f"training diverged: the loss became {loss.item()} during {where}; "
+            "try a lower --lr or check the input data for extreme values"
+        )
+
+
+class InductiveTask:
+    """Mini-batch training on per-sample inputs (``level = "sample"`` converters).
+
+    Args:
+        net: Network mapping a batch of samples to logits.
+        data: The dataset splits (kept on the CPU; batches move to ``device``).
+        batch_size: Training batch size (evaluation uses 4x).
+        device: Where the network runs.
+        generator: Seeded generator for shuffling (saved in checkpoints).
+        progress: Show a progress bar on stderr.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        data: DataSplits,
+        batch_size: int,
+        device: torch.device,
+        generator: torch.Generator,
+        progress: bool = False,
+    ) -> None:
+        self.net = net
+        self.data = data
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = generator
+        self.progress = progress
+
+    def _split(self, name: str) -> Split:
+        return getattr(self.data, name)
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+        split = self.data.train
+        self.net.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        batches = iterate_batches(len(split), self.batch_size, shuffle=True, generator=self.generator)
+        n_batches = -(-len(split) // self.batch_size)
+        for idx in tqdm(batches, total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress):
+            x = split.x[idx].to(self.device, non_blocking=True)
+            y = split.y[idx].to(self.device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y)
+            extra = aux_loss(self.net)
+            total = loss if extra is None else loss + extra
+            _check_finite_loss(total, f"epoch {epoch}")
+            total.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += len(idx)
+        return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+
+    @torch.no_grad()
+    def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self._split(split)
+        self.net.eval()
+        outs = []
+        for idx in iterate_batches(len(s), self.batch_size * 4, shuffle=False):
+            outs.append(self.net(s.x[idx].to(self.device)).float().cpu())
+        if not outs:
+            return torch.zeros(0, self.data.num_classes), s.y
+        return torch.cat(outs), s.y
+
+
+class TransductiveTask:
+    """Full-graph training on one graph with ``train_mask`` / ``val_mask`` / ``test_mask``.
+
+    Args:
+        net: Network mapping the whole graph (a PyG ``Data``) to node logits.
+        graph: The graph, with ``y`` and the three masks.
+        device: Where the network runs.
+    """
+
+    def __init__(self, net: nn.Module, graph: Any, device: torch.device) -> None:
+        for attr in ("y", "train_mask", "val_mask", "test_mask"):
+            if getattr(graph, attr, None) is None:
+                raise DataError(f"the converter's graph has no {attr!r}; a dataset converter must set y and the three masks")
+        self.net = net
+        self.graph = graph.to(device)
+        self.device = device
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+        self.net.train()
+        mask = self.graph.train_mask
+        optimizer.zero_grad(set_to_none=True)
+        logits = self.net(self.graph)
+        loss = F.cross_entropy(logits[mask], self.graph.y[mask])
+        extra = aux_loss(self.net)
+        total = loss if extra is None else loss + extra
+        _check_finite_loss(total, f"epoch {epoch}")
+        total.backward()
+        optimizer.step()
+        acc = float((logits.detach()[mask].argmax(1) == self.graph.y[mask]).float().mean())
+        return {"train_loss": float(loss.detach()), "train_accuracy": acc}
+
+    @torch.no_grad()
+    def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        self.net.eval()
+        mask = getattr(self.graph, f"{split}_mask")
+        logits = self.net(self.graph)
+        return logits[mask].float().cpu(), self.graph.y[mask].cpu()

@@ -1,0 +1,195 @@
+"""The gradient training loop shared by every task.
+
+AdamW, an epoch-wise LR schedule, early stopping on validation accuracy (ties
+broken by validation loss), the best weights kept in ``checkpoint.pt`` and the
+full training state in ``last.pt`` after every epoch, so a stopped run resumes
+exactly where it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from graphforge.engine.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT, RunDirectory
+from graphforge.engine.runtime import rng_state, set_rng_state
+from graphforge.engine.tasks import Task, epoch_metrics
+
+log = logging.getLogger("graphforge")
+
+
+@dataclass
+class TrainState:
+    """Progress of a training run (what ``last.pt`` stores besides the weights)."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = -1.0
+    best_val_loss: float = float("inf")
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+    def improved(self, val_accuracy: float, val_loss: float) -> bool:
+        """Whether these validation scores beat the best so far."""
+        if val_accuracy > self.best_val_accuracy + 1e-12:
+            return True
+        return abs(val_accuracy - self.best_val_accuracy) <= 1e-12 and val_loss < self.best_val_loss
+
+
+def make_optimizer(net: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Build the per-epoch LR schedule ``cosine``, ``step`` or ``none``."""
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    if kind == "step":
+        milestones = sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _retarget_scheduler(scheduler: Any, kind: str, epochs: int) -> None:
+    # A resumed run may ask for more epochs: stretch the schedule to the new end.
+    if kind == "cosine":
+        scheduler.T_max = max(epochs, 1)
+    elif kind == "step":
+        from collections import Counter
+
+        scheduler.milestones = Counter(sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))}))
+
+
+@torch.no_grad()
+def evaluate_split(task: Task, split: str) -> dict[str, Any]:
+    """Return loss, accuracy, predictions and labels of a split."""
+    logits, y = task.predict(split)
+    if len(y) == 0:
+        return {"loss": float("nan"), "accuracy": 0.0, "pred": y, "y": y}
+    return {
+        "loss": float(F.cross_entropy(logits, y)),
+        "accuracy": float((logits.argmax(1) == y).float().mean()),
+        "pred": logits.argmax(1),
+        "y": y,
+    }
+
+
+class Trainer:
+    """Runs epochs of a :class:`~graphforge.engine.tasks.Task`.
+
+    Args:
+        task: What to train.
+        rundir: Where checkpoints and history go.
+        epochs: Total number of epochs.
+        lr, weight_decay: AdamW settings.
+        lr_schedule: ``cosine``, ``step`` or ``none``.
+        patience: Early-stopping patience in epochs (0: never stop early).
+        meta: Extra entries stored in ``checkpoint.pt`` (what is needed to rebuild the net).
+        generator: The task's shuffling generator, saved for exact resume.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        rundir: RunDirectory,
+        *,
+        epochs: int,
+        lr: float,
+        weight_decay: float,
+        lr_schedule: str,
+        patience: int,
+        meta: dict[str, Any],
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.task = task
+        self.rundir = rundir
+        self.epochs = epochs
+        self.lr_schedule = lr_schedule
+        self.patience = patience
+        self.meta = meta
+        self.generator = generator
+        self.optimizer = make_optimizer(task.net, lr, weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, lr_schedule, epochs)
+        self.state = TrainState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    # --- checkpoints -------------------------------------------------------------
+    def _save_last(self) -> None:
+        self.rundir.save(
+            LAST_CHECKPOINT,
+            {
+                "net": self.task.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "state": self.state.__dict__,
+                "rng": rng_state(),
+                "generator": self.generator.get_state() if self.generator is not None else None,
+                "meta": self.meta,
+            },
+        )
+
+    def _save_best(self) -> None:
+        self.best_weights = copy.deepcopy(self.task.net.state_dict())
+        self.rundir.save(BEST_CHECKPOINT, {"net": self.best_weights, "epoch": self.state.epoch, **self.meta})
+
+    def resume(self) -> None:
+        """Load ``last.pt`` and ``checkpoint.pt`` from the run directory."""
+        last = self.rundir.load(LAST_CHECKPOINT)
+        self.task.net.load_state_dict(last["net"])
+        self.optimizer.load_state_dict(last["optimizer"])
+        self.scheduler.load_state_dict(last["scheduler"])
+        _retarget_scheduler(self.scheduler, self.lr_schedule, self.epochs)
+        self.state = TrainState(**last["state"])
+        self.state.stopped_early = False
+        set_rng_state(last["rng"])
+        if self.generator is not None and last.get("generator") is not None:
+            self.generator.set_state(last["generator"])
+        if self.rundir.file(BEST_CHECKPOINT).is_file():
+            self.best_weights = self.rundir.load(BEST_CHECKPOINT)["net"]
+
+    # --- loop --------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        """Train until ``epochs`` or early stopping; leave the best weights loaded."""
+        st = self.state
+        while st.epoch < self.epochs:
+            st.epoch += 1
+            start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            row: dict[str, Any] = {"epoch": st.epoch}
+            row.update(self.task.train_epoch(self.optimizer, st.epoch))
+            val = evaluate_split(self.task, "val")
+            row.update(val_loss=val["loss"], val_accuracy=val["accuracy"], lr=lr)
+            row.update(epoch_metrics(self.task.net))
+            self.scheduler.step()
+            row["seconds"] = time.perf_counter() - start
+            st.history.append(row)
+            if st.improved(val["accuracy"], val["loss"]):
+                st.best_epoch, st.best_val_accuracy, st.best_val_loss = st.epoch, val["accuracy"], val["loss"]
+                st.bad_epochs = 0
+                self._save_best()
+            else:
+                st.bad_epochs += 1
+            log.info(
+                "epoch %3d/%d  loss %.4f  train acc %.4f  val loss %.4f  val acc %.4f  (%.1fs)%s",
+                st.epoch, self.epochs, row["train_loss"], row["train_accuracy"], row["val_loss"],
+                row["val_accuracy"], row["seconds"], "  *" if st.best_epoch == st.epoch else "",
+            )
+            if self.patience and st.bad_epochs >= self.patience and st.epoch < self.epochs:
+                st.stopped_early = True
+                log.info("early stopping: no better validation accuracy for %d epochs", self.patience)
+            self.rundir.write_history(st.history)
+            self._save_last()
+            if st.stopped_early:
+                break
+        if self.best_weights is not None:
+            self.task.net.load_state_dict(self.best_weights)
+        return st
