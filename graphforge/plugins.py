@@ -171,9 +171,9 @@ def _build_registries(pm: pluggy.PluginManager) -> dict[str, Registry]:
     for kind, hook_name in _HOOK_OF_KIND.items():
         registry = registries[kind]
         hook = getattr(pm.hook, hook_name)
-        # Call implementations one by one so every entry knows which plugin made it;
-        # pluggy calls the last registered first, so reverse to get registration order.
-        for impl in reversed(hook.get_hookimpls()):
+        # Call implementations one by one (in registration order) so every entry
+        # knows which plugin made it.
+        for impl in hook.get_hookimpls():
 
             def register(
                 name: str,

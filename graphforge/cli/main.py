@@ -38,12 +38,18 @@ def _show_warning(message: Any, category: type, filename: str, lineno: int, file
     click.echo(f"Warning: {message}", err=True)
 
 
+class _StderrHandler(logging.Handler):
+    """Log records to whatever ``sys.stderr`` is at the time (click swaps it in tests)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
 def _setup_logging(quiet: bool) -> None:
     logger = logging.getLogger("graphforge")
-    if not any(getattr(h, "_graphforge_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._graphforge_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False

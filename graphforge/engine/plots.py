@@ -39,7 +39,8 @@ def plot_learning_curves(history: Sequence[dict[str, Any]], path: str | Path, ti
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
