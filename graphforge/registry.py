@@ -61,11 +61,16 @@ class Entry:
                     f"valid options: {valid}"
                 )
         try:
-            return self.factory(**options)
+            obj = self.factory(**options)
         except (ValueError, TypeError) as exc:
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(f"{self.kind} {self.name!r}: {exc}") from exc
+        try:
+            obj._registered_name = self.name  # lets the object name itself in messages
+        except AttributeError:
+            pass
+        return obj
 
     def describe(self) -> str:
         """Return the description, or the first line of the factory's docstring."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from torch import nn
@@ -51,10 +52,21 @@ class Converter:
         """Return one graph over ``data`` (``level = "dataset"`` only)."""
         raise NotImplementedError(f"{type(self).__name__} is not a dataset converter")
 
-    @classmethod
-    def registry_name(cls) -> str:
-        """Name used in messages (the registered name when set as ``name``)."""
-        return getattr(cls, "name", cls.__name__)
+    def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
+        """Write plugin-specific plots into ``plot_dir`` after training (optional).
+
+        Args:
+            history: The run's per-epoch rows (including ``graphforge_epoch_metrics``).
+            plot_dir: The run's ``plots/`` folder.
+
+        Returns:
+            The files written.
+        """
+        return []
+
+    def registry_name(self) -> str:
+        """Name used in messages: the name it was registered under, else its class's ``name``."""
+        return getattr(self, "_registered_name", None) or getattr(type(self), "name", type(self).__name__)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -66,3 +66,27 @@ def plot_confusion_matrix(confusion: Sequence[Sequence[int]], class_names: Seque
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
     return save_figure(fig, path)
+
+
+def plot_k_distribution(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Heat map of the predicted-k histogram per epoch, with the mean k on top.
+
+    Args:
+        history: Epoch rows holding ``k_hist`` (``{k: count}``) and ``mean_k``.
+        path: Where to write the PNG.
+    """
+    ks = sorted({int(k) for h in history for k in h["k_hist"]})
+    epochs = [h["epoch"] for h in history]
+    grid = np.zeros((len(ks), len(history)))
+    for j, h in enumerate(history):
+        total = max(sum(h["k_hist"].values()), 1)
+        for i, k in enumerate(ks):
+            grid[i, j] = h["k_hist"].get(str(k), 0) / total
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(epochs) + 3), 4))
+    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="magma_r", vmin=0,
+                   extent=(epochs[0] - 0.5, epochs[-1] + 0.5, ks[0] - 0.5, ks[-1] + 0.5))
+    fig.colorbar(im, ax=ax, label="fraction of training images")
+    ax.plot(epochs, [h.get("mean_k", np.nan) for h in history], color="tab:cyan", marker="o", ms=3, label="mean k")
+    ax.set(xlabel="epoch", ylabel="predicted k", title="distribution of the learned k per image")
+    ax.legend(loc="upper right")
+    return save_figure(fig, path)

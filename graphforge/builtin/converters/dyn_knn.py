@@ -1,0 +1,255 @@
+"""``dyn_knn``: images -> per-image KNN graphs with a learned k for each image.
+
+The module runs inside the model's forward pass:
+
+1. **Encoder block** — ``conv3x3 -> BatchNorm -> ReLU`` blocks, each followed by
+   2x2 max-pooling while the map stays at least ``min_side`` wide (28x28 -> 7x7,
+   8x8 -> 4x4, 32x32 -> 8x8).
+2. **KNN block** — every position of the feature map becomes a node (its channels,
+   plus its normalised (row, col) coordinates when ``pos_encoding``); a small head
+   on the pooled map predicts a continuous ``k`` in ``[k_min, k_max]`` per image.
+3. The graph is built with :func:`graphforge.ops.dense_batched_knn`, one k per image.
+
+**How the k head learns from the classification loss.** In training the
+neighbours are selected once at ``k_max`` and each edge of rank ``r`` (0 = nearest)
+gets the weight ``sigmoid((k - r - 0.5) / tau)``. The forward pass uses the hard
+mask ``r < round(k)`` (exactly the graph used at inference) and the backward pass
+the gradient of the soft mask (straight-through estimator), so the loss moves k
+up when further neighbours would help and down when they hurt. In eval mode
+the graph is built directly with the per-image ``round(k)``. An optional
+``k_penalty`` adds ``k_penalty * mean(k / k_max)`` to the loss.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+
+from graphforge.core.converter import Converter
+from graphforge.core.data import InputSpec
+from graphforge.errors import ConfigError
+from graphforge.hookspecs import hookimpl
+
+_METRICS = ("l2", "cosine", "l1", "linf", "ip")
+
+
+def _encoder_plan(height: int, width: int, n_blocks: int, min_side: int) -> tuple[list[bool], tuple[int, int]]:
+    """Which blocks pool, and the final map size."""
+    pools = []
+    for _ in range(n_blocks):
+        pool = height // 2 >= min_side and width // 2 >= min_side
+        pools.append(pool)
+        if pool:
+            height, width = height // 2, width // 2
+    return pools, (height, width)
+
+
+class Encoder(nn.Module):
+    """``conv3x3 -> BN -> ReLU (-> maxpool 2x2)`` blocks.
+
+    Args:
+        in_channels: Image channels.
+        channels: Output channels of each block.
+        pools: Whether each block ends with 2x2 max-pooling.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], pools: Sequence[bool]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for ch, pool in zip(channels, pools):
+            layers += [nn.Conv2d(prev, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+            prev = ch
+        self.blocks = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(x)
+
+
+class DynamicKNNGraph(nn.Module):
+    """The learnable image -> graph module of :class:`DynKNN`.
+
+    Shapes:
+        input ``[B, C, H, W]``; output a PyG ``Batch`` of B graphs with ``x [B*N, F]``,
+        ``edge_index [2, E]``, ``edge_weight [E]``, ``batch [B*N]`` and ``k [B]``
+        (the k used for each image).
+    """
+
+    def __init__(self, spec: InputSpec, channels: Sequence[int], k_min: int, k_max: int, k: int, learn_k: bool,
+                 pos_encoding: bool, metric: str, tau: float, k_penalty: float, min_side: int) -> None:
+        super().__init__()
+        c, h, w = spec.shape
+        pools, (fh, fw) = _encoder_plan(h, w, len(channels), min_side)
+        self.num_nodes = fh * fw
+        self.encoder = Encoder(c, channels, pools)
+        self.k_min, self.k_max, self.k = k_min, min(k_max, self.num_nodes - 1), min(k, self.num_nodes - 1)
+        self.learn_k = learn_k
+        self.metric = metric
+        self.tau = tau
+        self.k_penalty = k_penalty
+        self.pos_encoding = pos_encoding
+        rows = torch.linspace(-1, 1, fh).repeat_interleave(fw)
+        cols = torch.linspace(-1, 1, fw).repeat(fh)
+        self.register_buffer("pos", torch.stack([rows, cols], dim=-1), persistent=False)
+        last = channels[-1]
+        self.k_head = nn.Sequential(nn.Linear(last, 32), nn.ReLU(), nn.Linear(32, 1)) if learn_k else None
+        self._aux: Tensor | None = None
+        self._k_counts: Counter[int] = Counter()
+        self._k_sum = 0.0
+        self._k_n = 0
+
+    def predict_k(self, fmap: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(k_continuous [B], k_hard [B])`` for a feature map."""
+        b = fmap.shape[0]
+        if self.k_head is None:
+            k = torch.full((b,), float(self.k), device=fmap.device)
+            return k, k.long()
+        s = torch.sigmoid(self.k_head(fmap.mean(dim=(2, 3))).squeeze(-1).float())
+        k_cont = self.k_min + (self.k_max - self.k_min) * s
+        return k_cont, k_cont.detach().round().clamp(self.k_min, self.k_max).long()
+
+    def forward(self, x: Tensor) -> Batch:
+        from graphforge.ops import dense_batched_knn
+
+        fmap = self.encoder(x)
+        b, c, h, w = fmap.shape
+        nodes = fmap.flatten(2).transpose(1, 2)  # [B, N, C]
+        if self.pos_encoding:
+            nodes = torch.cat([nodes, self.pos.to(nodes.dtype).expand(b, -1, -1)], dim=-1)
+        k_cont, k_hard = self.predict_k(fmap)
+        n = h * w
+        if self.training and self.learn_k:
+            edge_index, _ = dense_batched_knn(nodes.detach(), self.k_max, metric=self.metric)
+            query = edge_index[1]
+            counts = torch.bincount(query, minlength=b * n)
+            starts = torch.cumsum(counts, 0) - counts
+            rank = torch.arange(query.numel(), device=query.device) - starts[query]
+            graph = query // n
+            soft = torch.sigmoid((k_cont[graph] - rank.to(k_cont.dtype) - 0.5) / self.tau)
+            hard = (rank < k_hard[graph]).to(soft.dtype)
+            weight = hard + soft - soft.detach()
+        else:
+            edge_index, _ = dense_batched_knn(nodes.detach(), k_hard, metric=self.metric)
+            weight = torch.ones(edge_index.shape[1], device=nodes.device, dtype=nodes.dtype)
+        if self.training:
+            self._k_counts.update(k_hard.tolist())
+            self._k_sum += float(k_cont.detach().sum())
+            self._k_n += b
+        self._aux = self.k_penalty * (k_cont / self.k_max).mean() if (self.k_penalty and self.learn_k) else None
+        batch = torch.arange(b, device=x.device).repeat_interleave(n)
+        ptr = torch.arange(b + 1, device=x.device) * n
+        return Batch(x=nodes.reshape(b * n, -1), edge_index=edge_index, edge_weight=weight, batch=batch, ptr=ptr,
+                     k=k_hard)
+
+    def graphforge_aux_loss(self) -> Tensor | None:
+        """The optional penalty on the expected k (see :class:`DynKNN`)."""
+        aux, self._aux = self._aux, None
+        return aux
+
+    def graphforge_epoch_metrics(self) -> dict[str, Any]:
+        """Mean k and the histogram of predicted k over the epoch's training images."""
+        if not self._k_n:
+            return {}
+        out = {
+            "mean_k": self._k_sum / self._k_n,
+            "k_hist": {str(k): self._k_counts.get(k, 0) for k in range(self.k_min, self.k_max + 1)},
+        }
+        self._k_counts, self._k_sum, self._k_n = Counter(), 0.0, 0
+        return out
+
+
+class DynKNN(Converter):
+    """Images -> KNN graph of the CNN feature map, with a learned k for each image.
+
+    Args:
+        channels (list of int, optional): Output channels of the encoder blocks. (default: ``[32, 64]``)
+        k_min (int, optional): Smallest k the head may predict. (default: ``2``)
+        k_max (int, optional): Largest k (clamped to the number of nodes - 1). (default: ``16``)
+        k (int, optional): The fixed k when ``learn_k=False``. (default: ``8``)
+        learn_k (bool, optional): Learn each image's k; ``False`` gives fixed-k graphs. (default: ``True``)
+        pos_encoding (bool, optional): Append normalised (row, col) to each node. (default: ``True``)
+        metric (str, optional): ``l2``, ``cosine``, ``l1``, ``linf`` or ``ip``. (default: ``"l2"``)
+        tau (float, optional): Temperature of the soft rank mask. (default: ``1.0``)
+        k_penalty (float, optional): Weight of the penalty on the expected k. (default: ``0.0``)
+        min_side (int, optional): Stop pooling when the map would get narrower than this. (default: ``4``)
+    """
+
+    name = "dyn_knn"
+    level = "sample"
+    inputs = frozenset({"images"})
+
+    def __init__(self, channels: Sequence[int] = (32, 64), k_min: int = 2, k_max: int = 16, k: int = 8,
+                 learn_k: bool = True, pos_encoding: bool = True, metric: str = "l2", tau: float = 1.0,
+                 k_penalty: float = 0.0, min_side: int = 4) -> None:
+        channels = [channels] if isinstance(channels, int) else list(channels)
+        if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+            raise ValueError(f"channels must be a list of positive integers, got {channels!r}")
+        for name, value in (("k_min", k_min), ("k_max", k_max), ("k", k), ("min_side", min_side)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if k_min > k_max:
+            raise ValueError(f"k_min ({k_min}) must not exceed k_max ({k_max})")
+        if metric not in _METRICS:
+            raise ValueError(f"metric must be one of {', '.join(_METRICS)}, got {metric!r}")
+        if not isinstance(tau, (int, float)) or tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau!r}")
+        if not isinstance(k_penalty, (int, float)) or k_penalty < 0:
+            raise ValueError(f"k_penalty must be >= 0, got {k_penalty!r}")
+        if not isinstance(learn_k, bool) or not isinstance(pos_encoding, bool):
+            raise ValueError("learn_k and pos_encoding must be true or false")
+        self.channels = channels
+        self.k_min, self.k_max, self.k = k_min, k_max, k
+        self.learn_k = learn_k
+        self.pos_encoding = pos_encoding
+        self.metric = metric
+        self.tau = float(tau)
+        self.k_penalty = float(k_penalty)
+        self.min_side = min_side
+
+    def _num_nodes(self, spec: InputSpec) -> int:
+        _, h, w = spec.shape
+        _, (fh, fw) = _encoder_plan(h, w, len(self.channels), self.min_side)
+        return fh * fw
+
+    def check_input(self, spec: InputSpec) -> None:
+        """Images only, and large enough to give more than ``k_min`` nodes."""
+        super().check_input(spec)
+        n = self._num_nodes(spec)
+        needed = (self.k_min if self.learn_k else self.k) + 1
+        if n < max(needed, 2):
+            raise ConfigError(
+                f"dyn_knn: images of {spec.shape[1]}x{spec.shape[2]} give only {n} graph nodes after the encoder, "
+                f"but k={needed - 1} needs at least {needed}; use larger images or a smaller k_min / k"
+            )
+
+    def output_spec(self, spec: InputSpec) -> InputSpec:
+        """Graphs whose nodes carry the last block's channels (+ 2 coordinates)."""
+        return InputSpec("graphs", (self.channels[-1] + (2 if self.pos_encoding else 0),))
+
+    def build(self, spec: InputSpec) -> nn.Module:
+        """Return the :class:`DynamicKNNGraph` module for images of ``spec``."""
+        self.check_input(spec)
+        return DynamicKNNGraph(spec, self.channels, self.k_min, self.k_max, self.k, self.learn_k, self.pos_encoding,
+                               self.metric, self.tau, self.k_penalty, self.min_side)
+
+    def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
+        """Plot the distribution of predicted k over the epochs (``k_distribution.png``)."""
+        from graphforge.engine.plots import plot_k_distribution
+
+        rows = [h for h in history if "k_hist" in h]
+        if not rows:
+            return []
+        return [plot_k_distribution(rows, plot_dir / "k_distribution.png")]
+
+
+@hookimpl
+def register_converters(register):  # type: ignore[no-untyped-def]
+    register("dyn_knn", DynKNN, "images -> per-image KNN graphs of CNN features with a learned k for each image")

@@ -1,0 +1,214 @@
+"""``sage``, ``gcn``, ``gat``, ``gin``: graph neural networks over graphforge graphs.
+
+One block serves both tasks: on per-sample graphs (``graphs`` input, e.g. from
+``dyn_knn``) it pools each graph and classifies it; on one dataset graph
+(``graph`` input, e.g. from ``similarity``) it classifies the nodes. Edge
+weights (``data.edge_weight``) are used by every layer type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, GCNConv, global_add_pool, global_max_pool, global_mean_pool
+
+from graphforge.core.data import InputSpec
+from graphforge.core.model import Model
+from graphforge.hookspecs import hookimpl
+from graphforge.nn import WeightedGINConv, WeightedSAGEConv
+
+_POOLS = {"mean": global_mean_pool, "max": global_max_pool, "sum": global_add_pool}
+_NORMS = ("batch", "layer", "none")
+
+
+def _make_conv(kind: str, in_ch: int, out_ch: int, aggr: str, heads: int) -> nn.Module:
+    if kind == "sage":
+        return WeightedSAGEConv(in_ch, out_ch, aggr=aggr)
+    if kind == "gcn":
+        return GCNConv(in_ch, out_ch)
+    if kind == "gat":
+        return GATConv(in_ch, out_ch // heads, heads=heads, edge_dim=1)
+    if kind == "gin":
+        mlp = nn.Sequential(nn.Linear(in_ch, out_ch), nn.ReLU(), nn.Linear(out_ch, out_ch))
+        return WeightedGINConv(mlp)
+    raise ValueError(f"unknown layer type {kind!r}")
+
+
+def _make_norm(kind: str, width: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm1d(width)
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    return nn.Identity()
+
+
+class GNN(nn.Module):
+    """Stack of message-passing layers with a graph- or node-level head.
+
+    Args:
+        conv: ``sage``, ``gcn``, ``gat`` or ``gin``.
+        in_channels: Node features.
+        hidden: Width of every layer.
+        num_classes: Number of outputs.
+        layers: Number of message-passing layers.
+        task: ``"graph"`` (pool, then classify each graph) or ``"node"``.
+        aggr: Neighbour aggregation of ``sage``.
+        pooling: Graph readouts joined by ``+`` (e.g. ``"mean+max"``).
+        dropout: Dropout probability.
+        norm: ``batch``, ``layer`` or ``none``.
+        heads: Attention heads of ``gat``.
+
+    Shapes:
+        input: a PyG ``Data``/``Batch`` with ``x [N, in_channels]``, ``edge_index [2, E]``,
+        optional ``edge_weight [E]`` and (graph task) ``batch [N]``; output ``[num_graphs or N, num_classes]``.
+    """
+
+    def __init__(self, conv: str, in_channels: int, hidden: int, num_classes: int, layers: int, task: str,
+                 aggr: str = "mean", pooling: str = "mean+max", dropout: float = 0.1, norm: str = "batch",
+                 heads: int = 4) -> None:
+        super().__init__()
+        self.conv_kind = conv
+        self.task = task
+        self.dropout = dropout
+        self.pools = pooling.split("+")
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        width = in_channels
+        for _ in range(layers):
+            self.convs.append(_make_conv(conv, width, hidden, aggr, heads))
+            self.norms.append(_make_norm(norm, hidden))
+            width = hidden
+        head_in = width * len(self.pools) if task == "graph" else width
+        self.head = nn.Sequential(
+            nn.Linear(head_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        ) if task == "graph" else nn.Linear(head_in, num_classes)
+
+    def _layer(self, conv: nn.Module, h: Tensor, edge_index: Tensor, w: Tensor | None) -> Tensor:
+        if self.conv_kind == "gat":
+            if w is not None:  # zero-weight edges are masked out; kept ones carry the weight (and its gradient)
+                keep = w > 0
+                return conv(h, edge_index[:, keep], edge_attr=w[keep].unsqueeze(-1))
+            return conv(h, edge_index)
+        return conv(h, edge_index, w)
+
+    def forward(self, data: Any) -> Tensor:
+        h, edge_index = data.x.float(), data.edge_index
+        w = getattr(data, "edge_weight", None)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            out = norm(self._layer(conv, h, edge_index, w)).relu()
+            out = nn.functional.dropout(out, self.dropout, self.training)
+            h = out + h if i > 0 and out.shape == h.shape else out  # residual from the 2nd layer on
+        if self.task == "node":
+            return self.head(h)
+        batch = getattr(data, "batch", None)
+        if batch is None:
+            batch = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+        size = getattr(data, "num_graphs", None)
+        pooled = torch.cat([_POOLS[p](h, batch, size) for p in self.pools], dim=-1)
+        return self.head(pooled)
+
+
+class GNNModel(Model):
+    """Base of the graph models; subclasses set :attr:`conv`.
+
+    Args:
+        hidden (int, optional): Width of each layer. (default: ``64``)
+        layers (int, optional): Message-passing layers. (default: ``3``)
+        dropout (float, optional): Dropout probability. (default: ``0.1``)
+        pooling (str, optional): Graph readout, ``mean``, ``max``, ``sum`` or a ``+``-joined mix.
+            (default: ``"mean+max"``)
+        norm (str, optional): ``batch``, ``layer`` or ``none``. (default: ``"batch"``)
+    """
+
+    conv: ClassVar[str] = ""
+    inputs = frozenset({"graphs", "graph"})
+    default_epochs = 30
+
+    def __init__(self, hidden: int = 64, layers: int = 3, dropout: float = 0.1, pooling: str = "mean+max",
+                 norm: str = "batch") -> None:
+        for name, value in (("hidden", hidden), ("layers", layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        pools = str(pooling).split("+")
+        if not pools or any(p not in _POOLS for p in pools):
+            raise ValueError(f"pooling must be mean, max, sum or a '+'-joined mix, got {pooling!r}")
+        if norm not in _NORMS:
+            raise ValueError(f"norm must be one of {', '.join(_NORMS)}, got {norm!r}")
+        self.hidden = hidden
+        self.layers = layers
+        self.dropout = float(dropout)
+        self.pooling = str(pooling)
+        self.norm = norm
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+    def build(self, spec: InputSpec, num_classes: int) -> nn.Module:
+        """Return a :class:`GNN` for node features of ``spec``."""
+        task = "graph" if spec.kind == "graphs" else "node"
+        return GNN(self.conv, spec.shape[0], self.hidden, num_classes, self.layers, task,
+                   pooling=self.pooling, dropout=self.dropout, norm=self.norm, **self._extra())
+
+
+class SAGE(GNNModel):
+    """GraphSAGE with edge-weighted aggregation (see :class:`GNNModel` for options).
+
+    Args:
+        aggr (str, optional): ``mean``, ``sum`` or ``max`` neighbour aggregation. (default: ``"mean"``)
+    """
+
+    conv = "sage"
+
+    def __init__(self, hidden: int = 64, layers: int = 3, dropout: float = 0.1, pooling: str = "mean+max",
+                 norm: str = "batch", aggr: str = "mean") -> None:
+        super().__init__(hidden, layers, dropout, pooling, norm)
+        if aggr not in ("mean", "sum", "max"):
+            raise ValueError(f"aggr must be mean, sum or max, got {aggr!r}")
+        self.aggr = aggr
+
+    def _extra(self) -> dict[str, Any]:
+        return {"aggr": self.aggr}
+
+
+class GCN(GNNModel):
+    """Graph convolutional network (Kipf & Welling) using edge weights."""
+
+    conv = "gcn"
+
+
+class GAT(GNNModel):
+    """Graph attention network with the edge weight as an edge feature.
+
+    Args:
+        heads (int, optional): Attention heads; must divide ``hidden``. (default: ``4``)
+    """
+
+    conv = "gat"
+
+    def __init__(self, hidden: int = 64, layers: int = 3, dropout: float = 0.1, pooling: str = "mean+max",
+                 norm: str = "batch", heads: int = 4) -> None:
+        super().__init__(hidden, layers, dropout, pooling, norm)
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or hidden % heads:
+            raise ValueError(f"heads must be a positive divisor of hidden={hidden}, got {heads!r}")
+        self.heads = heads
+
+    def _extra(self) -> dict[str, Any]:
+        return {"heads": self.heads}
+
+
+class GIN(GNNModel):
+    """Graph isomorphism network with edge-weighted sums."""
+
+    conv = "gin"
+
+
+@hookimpl
+def register_models(register):  # type: ignore[no-untyped-def]
+    register("sage", SAGE, "GraphSAGE (edge-weighted mean/sum/max aggregation), graph or node classification")
+    register("gcn", GCN, "graph convolutional network using edge weights, graph or node classification")
+    register("gat", GAT, "graph attention network (edge weight as edge feature), graph or node classification")
+    register("gin", GIN, "graph isomorphism network with edge-weighted sums, graph or node classification")

@@ -1,0 +1,161 @@
+"""dyn_knn: the learned-k KNN converter (with the sage model)."""
+
+import pytest
+import torch
+from torch import nn
+
+import graphforge
+from graphforge.builtin.converters.dyn_knn import DynKNN
+from graphforge.core.data import InputSpec
+from graphforge.errors import ConfigError
+
+DIGITS = InputSpec("images", (1, 8, 8))
+EMNIST = InputSpec("images", (1, 28, 28))
+
+
+def make_net(spec=DIGITS, num_classes=10, **options):
+    conv = graphforge.get_converter("dyn_knn", **options)
+    model = graphforge.get_model("sage", hidden=32, layers=2)
+    return nn.Sequential(conv.build(spec), model.build(conv.output_spec(spec), num_classes))
+
+
+@pytest.mark.parametrize("spec, nodes", [(DIGITS, 16), (EMNIST, 49), (InputSpec("images", (3, 32, 32)), 64),
+                                         (InputSpec("images", (3, 13, 17)), 48)])
+def test_graph_shapes(spec, nodes):
+    torch.manual_seed(0)
+    conv = DynKNN(k_min=2, k_max=8)
+    module = conv.build(spec).eval()
+    x = torch.rand(5, *spec.shape)
+    g = module(x)
+    assert g.num_graphs == 5
+    assert g.x.shape == (5 * nodes, conv.output_spec(spec).shape[0])
+    assert g.edge_index.dtype == torch.long and g.edge_index.shape[0] == 2
+    # each node has exactly its image's k neighbours, all inside its own image, no self-loops
+    deg = torch.bincount(g.edge_index[1], minlength=5 * nodes)
+    assert torch.equal(deg, g.k.repeat_interleave(nodes))
+    assert torch.equal(g.edge_index[0] // nodes, g.edge_index[1] // nodes)
+    assert not (g.edge_index[0] == g.edge_index[1]).any()
+
+
+def test_k_stays_within_bounds_in_train_and_eval():
+    torch.manual_seed(0)
+    module = DynKNN(k_min=3, k_max=9).build(EMNIST)
+    for mode in (True, False):
+        module.train(mode)
+        g = module(torch.randn(16, *EMNIST.shape) * 5)
+        assert int(g.k.min()) >= 3 and int(g.k.max()) <= 9
+
+
+def test_k_max_is_clamped_to_available_nodes():
+    module = DynKNN(k_min=2, k_max=40).build(DIGITS).eval()  # 16 nodes -> at most 15 neighbours
+    g = module(torch.rand(3, *DIGITS.shape))
+    assert int(g.k.max()) <= 15
+
+
+def test_k_head_receives_gradient_from_the_classification_loss():
+    torch.manual_seed(0)
+    net = make_net().train()
+    x, y = torch.rand(32, *DIGITS.shape), torch.randint(0, 10, (32,))
+    nn.functional.cross_entropy(net(x), y).backward()
+    head = net[0].k_head
+    grads = [p.grad for p in head.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_training_graph_forward_equals_the_inference_graph():
+    """Straight-through: the hard mask in training is the graph used at inference."""
+    torch.manual_seed(0)
+    module = DynKNN(k_min=2, k_max=10).build(EMNIST)
+    module.eval()  # freeze BatchNorm statistics so both passes see the same features
+    x = torch.rand(4, *EMNIST.shape)
+    ref = module(x)
+    module.train()
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    g = module(x)
+    kept = g.edge_weight.detach() > 0.5
+    assert torch.equal(g.edge_index[:, kept], ref.edge_index)
+    assert torch.equal(g.k, ref.k)
+
+
+def test_fixed_k_mode():
+    module = DynKNN(learn_k=False, k=5).build(EMNIST)
+    assert module.k_head is None
+    g = module.train()(torch.rand(3, *EMNIST.shape))
+    assert torch.equal(g.k, torch.full((3,), 5))
+    assert torch.equal(g.edge_weight, torch.ones_like(g.edge_weight))
+
+
+def test_k_penalty_is_an_aux_loss():
+    module = DynKNN(k_penalty=0.5).build(DIGITS).train()
+    module(torch.rand(4, *DIGITS.shape))
+    aux = module.graphforge_aux_loss()
+    assert aux is not None and 0 < float(aux.detach()) <= 0.5
+    assert module.graphforge_aux_loss() is None  # consumed once per forward
+
+
+def test_epoch_metrics_report_k_histogram():
+    module = DynKNN(k_min=2, k_max=6).build(DIGITS).train()
+    module(torch.rand(10, *DIGITS.shape))
+    stats = module.graphforge_epoch_metrics()
+    assert sum(stats["k_hist"].values()) == 10
+    assert set(stats["k_hist"]) == {str(k) for k in range(2, 7)}
+    assert 2 <= stats["mean_k"] <= 6
+    assert module.graphforge_epoch_metrics() == {}  # reset after reading
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"k_min": 8, "k_max": 4}, "k_min \\(8\\) must not exceed k_max \\(4\\)"),
+     ({"k_min": 0}, "k_min must be an integer >= 1"),
+     ({"metric": "hamming"}, "metric must be one of"),
+     ({"tau": 0}, "tau must be > 0"),
+     ({"channels": []}, "channels must be"),
+     ({"bogus": 1}, "no option 'bogus'")],
+)
+def test_bad_options(options, message):
+    with pytest.raises(ConfigError, match=message):
+        graphforge.get_converter("dyn_knn", **options)
+
+
+def test_images_too_small_for_the_encoder():
+    conv = DynKNN(k_min=4)
+    with pytest.raises(ConfigError, match="images of 2x2 give only 4 graph nodes"):
+        conv.check_input(InputSpec("images", (1, 2, 2)))
+    with pytest.raises(ConfigError, match="takes \\['images'\\] input"):
+        conv.check_input(InputSpec("vectors", (16,)))
+
+
+def test_overfits_64_images():
+    torch.manual_seed(0)
+    net = make_net()
+    x, y = torch.rand(64, *DIGITS.shape), torch.arange(64) % 10
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    net.train()
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        assert float((net(x).argmax(1) == y).float().mean()) == 1.0
+
+
+def test_same_seed_same_run_and_reload(tmp_path):
+    from graphforge.api import load_run
+    from graphforge.plugins import get_registry
+
+    settings = dict(epochs=2, limit_train=200, limit_test=60, seed=4, options={"hidden": 16, "layers": 1})
+    a = graphforge.run("dyn_knn", "sage", out=str(tmp_path / "a"), **settings)
+    b = graphforge.run("dyn_knn", "sage", out=str(tmp_path / "b"), **settings)
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+    assert "mean_k" in a.history[0] and "k_hist" in a.history[0]
+    assert (tmp_path / "a" / "plots" / "k_distribution.png").is_file()
+    assert "mean_k" in (tmp_path / "a" / "history.csv").read_text().splitlines()[0]
+    data = get_registry("dataset").get("digits").create().load(root=None, download=False, seed=4)
+    first = load_run(tmp_path / "a").predict(data.test.x)
+    second = load_run(tmp_path / "a").predict(data.test.x)
+    assert torch.equal(first, second)
