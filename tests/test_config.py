@@ -74,3 +74,17 @@ def test_load_config_file(tmp_path):
         load_config_file(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_are_valid():
+    """Every file in configs/ names real plugins and options (checked without data)."""
+    from pathlib import Path
+
+    from graphforge.engine.runner import plan_run
+
+    files = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+    assert files
+    for f in files:
+        settings = load_config_file(f)
+        plan = plan_run(RunConfig.from_dict(settings))
+        assert plan.converter is not None and plan.model is not None, f

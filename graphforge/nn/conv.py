@@ -15,14 +15,19 @@ from torch_geometric.utils import scatter
 _AGGRS = ("mean", "sum", "max")
 
 
-def _weights(edge_index: Tensor, edge_weight: Tensor | None, dtype: torch.dtype) -> Tensor:
+def _weights(edge_index: Tensor, edge_weight: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """Check ``edge_weight``; ``None`` means every weight is 1 (and skips the multiply)."""
     if edge_weight is None:
-        return torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
+        return None
     if edge_weight.dim() != 1 or edge_weight.numel() != edge_index.shape[1]:
         raise ValueError(
             f"edge_weight must have shape [E] = [{edge_index.shape[1]}], got {tuple(edge_weight.shape)}"
         )
     return edge_weight.to(dtype)
+
+
+def _weighted(x_j: Tensor, w: Tensor | None) -> Tensor:
+    return x_j if w is None else w.unsqueeze(-1) * x_j
 
 
 class WeightedSAGEConv(MessagePassing):
@@ -64,15 +69,16 @@ class WeightedSAGEConv(MessagePassing):
         w = _weights(edge_index, edge_weight, x.dtype)
         out = self.propagate(edge_index, x=x, w=w)
         if self.mode == "mean":
-            denom = scatter(w, edge_index[1], dim=0, dim_size=x.shape[0], reduce="sum")
+            ones = torch.ones(edge_index.shape[1], dtype=x.dtype, device=x.device) if w is None else w
+            denom = scatter(ones, edge_index[1], dim=0, dim_size=x.shape[0], reduce="sum")
             out = out / denom.clamp_min(1e-6).unsqueeze(-1)
         out = self.lin_l(out)
         if self.lin_r is not None:
             out = out + self.lin_r(x)
         return out
 
-    def message(self, x_j: Tensor, w: Tensor) -> Tensor:
-        return w.unsqueeze(-1) * x_j
+    def message(self, x_j: Tensor, w: Tensor | None) -> Tensor:
+        return _weighted(x_j, w)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.in_channels}, {self.out_channels}, aggr={self.mode})"
@@ -103,5 +109,5 @@ class WeightedGINConv(MessagePassing):
         eps = self.eps if self.eps is not None else self.eps_fixed
         return self.mlp((1 + eps) * x + self.propagate(edge_index, x=x, w=w))
 
-    def message(self, x_j: Tensor, w: Tensor) -> Tensor:
-        return w.unsqueeze(-1) * x_j
+    def message(self, x_j: Tensor, w: Tensor | None) -> Tensor:
+        return _weighted(x_j, w)

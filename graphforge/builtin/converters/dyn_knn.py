@@ -79,8 +79,8 @@ class DynamicKNNGraph(nn.Module):
 
     Shapes:
         input ``[B, C, H, W]``; output a PyG ``Batch`` of B graphs with ``x [B*N, F]``,
-        ``edge_index [2, E]``, ``edge_weight [E]``, ``batch [B*N]`` and ``k [B]``
-        (the k used for each image).
+        ``edge_index [2, E]``, ``batch [B*N]``, ``k [B]`` (the k used for each image) and,
+        when training a learned k, ``edge_weight [E]`` (otherwise every edge weighs 1).
     """
 
     def __init__(self, spec: InputSpec, channels: Sequence[int], k_min: int, k_max: int, k: int, learn_k: bool,
@@ -138,7 +138,7 @@ class DynamicKNNGraph(nn.Module):
             weight = hard + soft - soft.detach()
         else:
             edge_index, _ = dense_batched_knn(nodes.detach(), k_hard, metric=self.metric)
-            weight = torch.ones(edge_index.shape[1], device=nodes.device, dtype=nodes.dtype)
+            weight = None  # every kept edge has weight 1; layers then skip the multiply
         if self.training:
             self._k_counts.update(k_hard.tolist())
             self._k_sum += float(k_cont.detach().sum())
