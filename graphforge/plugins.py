@@ -33,7 +33,12 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "graphforge.builtin.datasets.image_folder",
     "graphforge.builtin.datasets.embeddings",
     "graphforge.builtin.converters.none",
+    "graphforge.builtin.converters.dyn_knn",
     "graphforge.builtin.models.mlp",
+    "graphforge.builtin.models.knn",
+    "graphforge.builtin.models.cnn",
+    "graphforge.builtin.models.gnn",
+    "graphforge.builtin.commands.bench",
 )
 
 _HOOK_OF_KIND = {

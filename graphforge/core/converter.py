@@ -40,6 +40,10 @@ class Converter:
                 f"but the dataset gives {spec.kind}"
             )
 
+    def check_data(self, data: DataSplits) -> None:
+        """Raise :class:`ConfigError` if the options cannot work on ``data`` (optional;
+        called before the run directory is created)."""
+
     def output_spec(self, spec: InputSpec) -> InputSpec:
         """Return what this converter produces from input ``spec``."""
         raise NotImplementedError

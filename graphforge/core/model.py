@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from graphforge.core.data import InputSpec
+from graphforge.core.data import DataSplits, InputSpec
 from graphforge.errors import ConfigError
 
 
@@ -32,14 +33,25 @@ class Model:
                 f"but gets {spec.kind}; pick a converter that produces one of those"
             )
 
+    def check_data(self, data: DataSplits) -> None:
+        """Raise :class:`ConfigError` if the options cannot work on ``data`` (optional).
+
+        Called before the run directory is created, so a mistake such as a k larger
+        than the training set leaves nothing behind.
+        """
+
     def build(self, spec: InputSpec, num_classes: int) -> nn.Module:
         """Return the network for inputs of ``spec`` and ``num_classes`` classes."""
         raise NotImplementedError
 
-    @classmethod
-    def registry_name(cls) -> str:
-        """Name used in messages (the registered name when set as ``name``)."""
-        return getattr(cls, "name", cls.__name__)
+    def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
+        """Write plugin-specific plots into ``plot_dir`` after training (optional; see
+        :meth:`graphforge.Converter.write_plots`)."""
+        return []
+
+    def registry_name(self) -> str:
+        """Name used in messages: the name it was registered under, else its class's ``name``."""
+        return getattr(self, "_registered_name", None) or getattr(type(self), "name", type(self).__name__)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -50,11 +62,16 @@ class FitModel(Model):
     """A model fitted in one pass instead of by gradient descent (e.g. kNN).
 
     The engine calls :meth:`fit` on the training features, then
-    :meth:`predict_proba` on validation and test features. Features are
+    :meth:`predict_proba` on validation and test features (and on the training
+    features when :attr:`score_train` is true), then :meth:`report`. Features are
     ``[N, D]`` float tensors (images arrive flattened).
     """
 
     default_epochs: ClassVar[int] = 1
+    #: Whether the engine predicts the training split to report ``train_accuracy``
+    #: (a model whose prediction costs as much as a search over the training set,
+    #: such as kNN, turns it off; ``train_accuracy`` is then ``None``).
+    score_train: ClassVar[bool] = True
 
     def fit(self, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> FitModel:
         """Fit on features ``x`` ``[N, D]`` and labels ``y`` ``[N]``."""
@@ -63,6 +80,25 @@ class FitModel(Model):
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Return class probabilities ``[N, num_classes]``."""
         raise NotImplementedError
+
+    def report(
+        self, features: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], rundir: Any
+    ) -> dict[str, Any]:
+        """Add model-specific results to the run (optional; the default adds nothing).
+
+        Called once after fitting and prediction.
+
+        Args:
+            features: ``{"train": ..., "val": ..., "test": ...}`` features ``[N, D]``.
+            labels: Labels ``[N]`` of the same splits.
+            rundir: The :class:`graphforge.engine.rundir.RunDirectory`; the model may
+                write extra files there (atomically, through :mod:`graphforge.io` and
+                :func:`graphforge.engine.plots.save_figure`).
+
+        Returns:
+            JSON-serialisable values merged into ``metrics.json`` (e.g. a k sweep).
+        """
+        return {}
 
     def state_dict(self) -> dict:
         """Return what is needed to restore the fitted model."""

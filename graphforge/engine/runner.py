@@ -190,6 +190,9 @@ def _finish(
                                 f"{title}: test accuracy {test['accuracy']:.4f}")
     if history:
         plots.plot_learning_curves(history, rundir.plot_path("learning_curves.png"), title)
+    plot_dir = rundir.plot_path("learning_curves.png").parent
+    for plugin in (plan.converter, plan.model):
+        plugin.write_plots(history, plot_dir)
     rundir.write_metrics(metrics)
     return metrics
 
@@ -204,14 +207,19 @@ def _run_fit(
     model.fit(feats["train"], data.train.y, data.num_classes)
     train_seconds = time.perf_counter() - start
     results = {}
-    for s in ("train", "val", "test"):
+    # A model may skip scoring its own training split (kNN: that is an N x N search).
+    splits = ("train", "val", "test") if model.score_train else ("val", "test")
+    for s in splits:
         proba = model.predict_proba(feats[s]) if len(feats[s]) else torch.zeros(0, data.num_classes)
         results[s] = {"pred": proba.argmax(1).cpu(), "y": getattr(data, s).y}
-    acc = {s: float((r["pred"] == r["y"]).float().mean()) if len(r["y"]) else 0.0 for s, r in results.items()}
+    acc: dict[str, float | None] = {s: float((r["pred"] == r["y"]).float().mean()) if len(r["y"]) else 0.0 for s, r in results.items()}
+    acc.setdefault("train", None)
     history = [{"epoch": 1, "train_accuracy": acc["train"], "val_accuracy": acc["val"], "seconds": train_seconds}]
     rundir.write_history(history)
     rundir.save(BEST_CHECKPOINT, {"fit_state": model.state_dict(), "prefix": prefix.state_dict(), **_meta(plan, data, spec, out_spec)})
     extra = {"train_seconds": train_seconds, "train_accuracy": acc["train"], "epochs": 1, "best_epoch": 1}
+    # Optional model-specific results (e.g. a k sweep): merged into metrics.json.
+    extra.update(model.report(feats, {s: getattr(data, s).y for s in ("train", "val", "test")}, rundir) or {})
     return {"val": results["val"], "test": results["test"]}, history, extra
 
 
@@ -241,6 +249,8 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
     data = load_data(plan)
     spec = data.spec
     out_spec = _check_pipeline(plan, spec)
+    plan.converter.check_data(data)
+    plan.model.check_data(data)
     epochs = cfg.epochs or plan.model.default_epochs
     cfg.epochs = epochs
 

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``graphforge bench ...`` (one module per benchmark)."""

@@ -1,0 +1,154 @@
+"""``graphforge bench knn-classifier``: graphforge's exact kNN classifier against scikit-learn.
+
+Both classify the same random problem (default 60,000 x 784 train, 10,000 test,
+float32, 10 classes, k = 5, euclidean, uniform weights). The table gives the
+median seconds of each, their ratio, the fp32 matmul floor for the same work
+(``2 * n_train * n_test * dim`` FLOPs at the measured ``torch.mm`` rate) and
+whether the predictions are identical. Progress goes to stderr, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import click
+import numpy as np
+import torch
+
+from graphforge.neighbors import SearchStats, exact_knn_search, knn_floor_seconds, matmul_gflops
+
+
+def run_knn_classifier_benchmark(
+    n_train: int = 60_000,
+    n_test: int = 10_000,
+    dim: int = 784,
+    k: int = 5,
+    num_classes: int = 10,
+    repeats: int = 1,
+    sklearn_repeats: int = 1,
+    backend: str = "auto",
+    seed: int = 0,
+    skip_sklearn: bool = False,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Time graphforge's :class:`KNNClassifier` and scikit-learn's brute-force classifier.
+
+    Args:
+        n_train, n_test, dim: Problem size (uniform random float32 features).
+        k: Number of neighbours.
+        num_classes: Number of random classes.
+        repeats: Timed graphforge runs (the median is reported).
+        sklearn_repeats: Timed scikit-learn runs.
+        backend: graphforge's candidate search backend (``auto``, ``torch`` or ``faiss``).
+        seed: Seed of the random data.
+        skip_sklearn: Time graphforge only.
+        log: ``callable(str)`` for progress (default: print to stderr).
+
+    Returns:
+        A dict with the timings, the floor, the ratios and ``identical_predictions``.
+    """
+    from graphforge.builtin.models.knn import KNNClassifier  # noqa: PLC0415
+
+    say = log or (lambda msg: click.echo(msg, err=True))
+    rng = np.random.default_rng(seed)
+    x_train = rng.random((n_train, dim), dtype=np.float32)
+    x_test = rng.random((n_test, dim), dtype=np.float32)
+    y_train = rng.integers(0, num_classes, n_train)
+
+    clf = KNNClassifier(k=k, backend=backend, device="cpu").fit(x_train, y_train)
+    sk = None
+    if not skip_sklearn:
+        from sklearn.neighbors import KNeighborsClassifier  # noqa: PLC0415
+
+        sk = KNeighborsClassifier(n_neighbors=k, algorithm="brute", n_jobs=-1).fit(x_train, y_train)
+    # Rounds interleave the two (and a matmul-rate probe), so load from other
+    # processes on a shared machine hits both alike; medians are reported.
+    times: list[float] = []
+    sk_times: list[float] = []
+    rates: list[float] = []
+    pred = sk_pred = None
+    for r in range(max(repeats, sklearn_repeats if sk is not None else 0)):
+        rates.append(matmul_gflops())
+        if r < repeats:
+            say(f"graphforge knn run {r + 1}/{repeats} ...")
+            start = time.perf_counter()
+            pred = clf.predict(x_test)
+            times.append(time.perf_counter() - start)
+        if sk is not None and r < sklearn_repeats:
+            say(f"scikit-learn run {r + 1}/{sklearn_repeats} ...")
+            start = time.perf_counter()
+            sk_pred = sk.predict(x_test)
+            sk_times.append(time.perf_counter() - start)
+    gflops = statistics.median(rates)
+    floor = knn_floor_seconds(n_train, n_test, dim, gflops)
+    stats = SearchStats()
+    # One cheap extra search on a slice, to report the backend used.
+    exact_knn_search(x_train, x_test[: min(n_test, 64)], k, backend=backend, stats=stats)
+    result: dict[str, Any] = {
+        "n_train": n_train, "n_test": n_test, "dim": dim, "k": k,
+        "threads": torch.get_num_threads(),
+        "backend": stats.backend,
+        "graphforge_seconds": statistics.median(times),
+        "graphforge_runs": times,
+        "matmul_gflops": gflops,
+        "matmul_gflops_runs": rates,
+        "fp32_floor_seconds": floor,
+    }
+    result["graphforge_vs_floor"] = result["graphforge_seconds"] / floor
+    if sk is not None:
+        result["sklearn_seconds"] = statistics.median(sk_times)
+        result["sklearn_runs"] = sk_times
+        result["speedup_vs_sklearn"] = result["sklearn_seconds"] / result["graphforge_seconds"]
+        result["sklearn_vs_floor"] = result["sklearn_seconds"] / floor
+        assert pred is not None and sk_pred is not None
+        result["identical_predictions"] = bool(np.array_equal(pred, sk_pred))
+        result["differing_predictions"] = int((pred != sk_pred).sum())
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Render a benchmark result as a plain-text table."""
+    lines = [
+        f"kNN classifier: {result['n_train']} x {result['dim']} train, {result['n_test']} test, "
+        f"k={result['k']}, euclidean, {result['threads']} threads",
+        f"{'':28s}{'seconds':>10s}{'x floor':>10s}",
+        f"{'fp32 matmul floor':28s}{result['fp32_floor_seconds']:10.2f}{1.0:10.2f}"
+        f"   ({result['matmul_gflops']:.1f} GFLOP/s)",
+        f"{'graphforge (' + result['backend'] + ')':28s}{result['graphforge_seconds']:10.2f}"
+        f"{result['graphforge_vs_floor']:10.2f}",
+    ]
+    if "sklearn_seconds" in result:
+        lines += [
+            f"{'scikit-learn brute':28s}{result['sklearn_seconds']:10.2f}{result['sklearn_vs_floor']:10.2f}",
+            f"speed-up vs scikit-learn: {result['speedup_vs_sklearn']:.2f}x;  identical predictions: "
+            f"{'yes' if result['identical_predictions'] else 'no (' + str(result['differing_predictions']) + ' differ)'}",
+        ]
+    return "\n".join(lines)
+
+
+@click.command("knn-classifier")
+@click.option("--n-train", default=60_000, show_default=True, type=click.IntRange(1), help="Training samples.")
+@click.option("--n-test", default=10_000, show_default=True, type=click.IntRange(1), help="Test samples.")
+@click.option("--dim", default=784, show_default=True, type=click.IntRange(1), help="Features per sample.")
+@click.option("-k", "--k", "k", default=5, show_default=True, type=click.IntRange(1), help="Neighbours.")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(1), help="Timed graphforge runs (median).")
+@click.option("--sklearn-repeats", default=1, show_default=True, type=click.IntRange(1), help="Timed scikit-learn runs.")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "torch", "faiss"]))
+@click.option("--skip-sklearn", is_flag=True, help="Time graphforge only.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def knn_classifier_command(
+    n_train: int, n_test: int, dim: int, k: int, repeats: int, sklearn_repeats: int,
+    backend: str, skip_sklearn: bool, seed: int, as_json: bool,
+) -> None:
+    """Time graphforge's exact kNN classifier against scikit-learn (brute force)."""
+    if k > n_train:
+        raise click.BadParameter(f"k={k} is larger than --n-train={n_train}", param_hint="-k")
+    result = run_knn_classifier_benchmark(
+        n_train, n_test, dim, k, repeats=repeats, sklearn_repeats=sklearn_repeats,
+        backend=backend, seed=seed, skip_sklearn=skip_sklearn,
+    )
+    click.echo(json.dumps(result) if as_json else format_table(result))

@@ -1,0 +1,1 @@
+"""Built-in command plugins (click commands added through ``register_commands``)."""

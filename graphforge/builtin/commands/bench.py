@@ -1,0 +1,146 @@
+"""``graphforge bench``: the benchmark command group, and ``bench knn``.
+
+Other benchmarks add themselves to the group with ``@bench.command(...)`` in this
+module (or ``cli.commands["bench"].command(...)`` from a plugin); their bodies live in
+``graphforge.bench.<name>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from graphforge.hookspecs import hookimpl
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        items = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not items or any(v <= 0 for v in items):
+        raise click.BadParameter(f"expected positive integers, got {value!r}")
+    return items
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks of graphforge's kernels against the usual alternatives."""
+
+
+@bench.command("knn")
+@click.option("-B", "--batch-sizes", callback=_int_list, help="Sets per batch, comma-separated [256,1024,4096].")
+@click.option("-N", "--set-sizes", callback=_int_list, help="Points per set [16,49,196,784].")
+@click.option("-D", "--dims", callback=_int_list, help="Feature dimensions [32,128,256].")
+@click.option("--k-mode", "k_modes", type=click.Choice(["uniform", "per-set", "both"]), default="both",
+              show_default=True, help="uniform: every set k_max; per-set: k ~ U[1, k_max] per set.")
+@click.option("--k-max", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["graphforge", "cdist_topk_mask", "faiss_loop", "torch_cluster", "pyg_lib"]),
+              help="Restrict to these methods (repeatable); all available by default.")
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs per figure (median).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
+@click.option("--max-memory-gb", type=float, default=8.0, show_default=True,
+              help="Skip dense baselines whose [B, N, N] tensors would exceed this.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True), help="Also write the figures here.")
+@click.option("--quick", is_flag=True, help="A small grid (B=256, N=16,49, D=32) for a smoke run.")
+def bench_knn(
+    batch_sizes: tuple[int, ...] | None,
+    set_sizes: tuple[int, ...] | None,
+    dims: tuple[int, ...] | None,
+    k_modes: str,
+    k_max: int,
+    methods: tuple[str, ...],
+    repeats: int,
+    warmup: int,
+    device: str,
+    threads: int | None,
+    max_memory_gb: float,
+    csv_path: str | None,
+    quick: bool,
+) -> None:
+    """Batched KNN with per-set k: graphforge vs cdist+topk+mask, FAISS, torch_cluster."""
+    import torch
+
+    from graphforge.bench import knn as knn_bench
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device is available")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    cases = knn_bench.make_cases(
+        batch_sizes or (knn_bench.QUICK_B if quick else knn_bench.DEFAULT_B),
+        set_sizes or (knn_bench.QUICK_N if quick else knn_bench.DEFAULT_N),
+        dims or (knn_bench.QUICK_D if quick else knn_bench.DEFAULT_D),
+        knn_bench.K_MODES if k_modes == "both" else (k_modes,),
+        k_max,
+    )
+    try:
+        results, gflops = knn_bench.run_knn_benchmark(
+            cases, device=device, methods=methods or None, repeats=repeats, warmup=warmup,
+            max_memory_gb=max_memory_gb, progress=lambda msg: click.echo(msg, err=True),
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(knn_bench.format_table(results, gflops))
+    if csv_path:
+        knn_bench.write_csv(results, gflops, csv_path, device)
+        click.echo(f"wrote {csv_path}", err=True)
+
+
+@bench.command("train")
+@click.option("--image-size", type=click.IntRange(min=2), default=28, show_default=True)
+@click.option("--channels", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--classes", "num_classes", type=click.IntRange(min=2), default=26, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps (median).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--backend", "backends", multiple=True, type=click.Choice(["native", "reference"]),
+              help="KNN paths to measure (repeatable; default both).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="dyn_knn or sage option, e.g. -o k_max=12 -o hidden=128.")
+def bench_train(image_size: int, channels: int, batch_size: int, num_classes: int, steps: int, warmup: int,
+                device: str, backends: tuple[str, ...], options: tuple[str, ...]) -> None:
+    """dyn_knn + sage training and inference images/s: native KNN op vs pure PyTorch."""
+    import torch
+
+    from graphforge.bench import train as train_bench
+    from graphforge.config import parse_option, route_options
+    from graphforge.plugins import get_registry
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device is available")
+    entries = {"converter": get_registry("converter").get("dyn_knn"), "model": get_registry("model").get("sage")}
+    routed = route_options(dict(parse_option(o) for o in options), entries)
+    results = train_bench.run_train_benchmark(
+        image_size=image_size, channels=channels, batch_size=batch_size, num_classes=num_classes, steps=steps,
+        warmup=warmup, device=device, backends=backends or train_bench.BACKENDS,
+        converter_options=routed["converter"], model_options=routed["model"],
+        progress=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(train_bench.format_table(results))
+
+
+def _attach_knn_classifier() -> None:
+    from graphforge.bench.knn_classifier import knn_classifier_command
+
+    bench.add_command(knn_classifier_command)
+
+
+_attach_knn_classifier()
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    """Add ``graphforge bench`` (with ``bench knn``)."""
+    cli.add_command(bench)

