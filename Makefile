@@ -22,7 +22,7 @@ $(STAMP): $(NATIVE_SOURCES)
 	touch $@
 
 demo: setup
-	$(VENV)/bin/graphforge run --converter none --model mlp
+	$(VENV)/bin/graphforge run --converter dyn_knn --model sage
 
 test: setup test-python test-cpp
 
