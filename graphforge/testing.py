@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from graphforge.core.converter import Converter
-from graphforge.core.data import DataSplits, InputSpec, Split
+from graphforge.core.data import GRAPH_KINDS, DataSplits, InputSpec, Split
 from graphforge.core.dataset import Dataset
 from graphforge.core.model import FitModel, Model
 from graphforge.errors import ConfigError, DataError, GraphforgeError
@@ -41,10 +41,25 @@ SAMPLE_SPECS: dict[str, InputSpec] = {
 }
 
 
-def synthetic_splits(kind: str = "images", per_class: int = 8, seed: int = 0) -> DataSplits:
-    """Return a tiny, learnable dataset of ``kind`` ``images`` or ``vectors``."""
+def _specs_for(obj: Any) -> dict[str, InputSpec]:
+    """The built-in sample specs plus the plugin's own ``example_shapes``."""
+    own = {k: InputSpec(k, tuple(v)) for k, v in getattr(obj, "example_shapes", {}).items()}
+    return {**SAMPLE_SPECS, **own}
+
+
+def _spec(specs: dict[str, InputSpec], kind: str, label: str) -> InputSpec:
+    assert kind in specs, (
+        f"{label} accepts input kind {kind!r}, which graphforge does not know; declare "
+        f"example_shapes = {{{kind!r}: (...)}} on the class so the contract can build a sample"
+    )
+    return specs[kind]
+
+
+def synthetic_splits(kind: str = "images", per_class: int = 8, seed: int = 0,
+                     shape: tuple[int, ...] | None = None) -> DataSplits:
+    """Return a tiny, learnable dataset of ``kind`` (``shape`` is one sample's shape)."""
     g = torch.Generator().manual_seed(seed)
-    shape = SAMPLE_SPECS[kind].shape
+    shape = tuple(shape) if shape is not None else SAMPLE_SPECS[kind].shape
     n = per_class * NUM_CLASSES
     y = torch.arange(NUM_CLASSES).repeat_interleave(per_class)
     x = torch.rand((n, *shape), generator=g) * 0.5
@@ -61,7 +76,7 @@ def synthetic_input(spec: InputSpec, batch: int = 4, seed: int = 0) -> Any:
     from torch_geometric.data import Batch, Data
 
     g = torch.Generator().manual_seed(seed)
-    if spec.kind in ("images", "vectors"):
+    if spec.kind not in GRAPH_KINDS:  # images, vectors and plugin sample kinds
         return torch.rand((batch, *spec.shape), generator=g)
     if spec.kind == "graphs":
         graphs = []
@@ -130,13 +145,14 @@ def check_converter(entry: Entry) -> None:
     conv: Converter = check_registration(entry)
     label = f"converter {entry.name!r}"
     _check_unsupported_kinds(conv, label)
-    for kind in sorted(conv.inputs & {"images", "vectors"}):
-        spec = SAMPLE_SPECS[kind]
+    specs = _specs_for(conv)
+    for kind in sorted(set(conv.inputs) - set(GRAPH_KINDS)):
+        spec = _spec(specs, kind, label)
         conv.check_input(spec)
         out_spec = conv.output_spec(spec)
         assert isinstance(out_spec, InputSpec), f"{label}.output_spec must return an InputSpec"
         if conv.level == "dataset":
-            graph = conv.convert(synthetic_splits(kind))
+            graph = conv.convert(synthetic_splits(kind, shape=spec.shape))
             for attr in ("x", "edge_index", "y", "train_mask", "val_mask", "test_mask"):
                 assert getattr(graph, attr, None) is not None, f"{label}: graph lacks {attr}"
             _check_edge_index(graph.edge_index, graph.num_nodes, label)
@@ -147,7 +163,7 @@ def check_converter(entry: Entry) -> None:
         x = synthetic_input(spec)
         with torch.no_grad():
             out = module(x)
-        if out_spec.kind in ("images", "vectors"):
+        if out_spec.kind not in GRAPH_KINDS:
             assert isinstance(out, torch.Tensor) and tuple(out.shape) == (len(x), *out_spec.shape), (
                 f"{label}: output shape {getattr(out, 'shape', None)} does not match its output_spec {out_spec}")
         elif out_spec.kind == "graphs":
@@ -174,13 +190,14 @@ def check_model(entry: Entry) -> None:
     label = f"model {entry.name!r}"
     _check_unsupported_kinds(model, label)
     assert model.inputs, f"{label} accepts no input kind"
+    specs = _specs_for(model)
     for kind in sorted(model.inputs):
-        spec = SAMPLE_SPECS[kind]
+        spec = _spec(specs, kind, label)
         model.check_input(spec)
         if isinstance(model, FitModel):
-            if kind not in ("images", "vectors"):
+            if kind in GRAPH_KINDS:
                 continue
-            data = synthetic_splits(kind)
+            data = synthetic_splits(kind, shape=spec.shape)
             fitted = _default_instance(entry)
             fitted.fit(data.train.x.reshape(len(data.train), -1), data.train.y, NUM_CLASSES)
             proba = fitted.predict_proba(data.test.x.reshape(len(data.test), -1))

@@ -32,6 +32,10 @@ class Converter:
     #: Input kinds this converter accepts (see :class:`graphforge.InputSpec`).
     inputs: ClassVar[frozenset[str]] = frozenset({"images", "vectors"})
 
+    #: Shape of one sample for each input kind graphforge does not know itself (e.g.
+    #: ``{"points": (64, 3)}``); :mod:`graphforge.testing` feeds such samples to the plugin.
+    example_shapes: ClassVar[dict[str, tuple[int, ...]]] = {}
+
     def check_input(self, spec: InputSpec) -> None:
         """Raise :class:`ConfigError` if this converter cannot take ``spec``."""
         if spec.kind not in self.inputs:

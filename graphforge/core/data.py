@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
 from graphforge.errors import DataError
 
-InputKind = Literal["images", "vectors", "graphs", "graph"]
+#: The kinds graphforge itself knows. Plugins may add their own sample kinds (for example
+#: ``"points"``, ``[N, P, 3]`` point clouds): any lower-case identifier is accepted.
 INPUT_KINDS: tuple[str, ...] = ("images", "vectors", "graphs", "graph")
+#: Kinds that describe graphs rather than per-sample tensors.
+GRAPH_KINDS: tuple[str, ...] = ("graphs", "graph")
 
 
 @dataclass(frozen=True)
@@ -19,18 +21,19 @@ class InputSpec:
 
     Attributes:
         kind: ``"images"`` (``[N, C, H, W]``), ``"vectors"`` (``[N, D]``), ``"graphs"``
-            (one PyG graph per sample, batched) or ``"graph"`` (one graph over the
-            whole dataset, transductive).
+            (one PyG graph per sample, batched), ``"graph"`` (one graph over the
+            whole dataset, transductive), or a kind a plugin defines (e.g. ``"points"``
+            for ``[N, P, 3]`` point clouds; its last axis holds the features).
         shape: Shape of one sample: ``(C, H, W)`` for images, ``(D,)`` for vectors,
-            ``(F,)`` node features for graphs.
+            ``(F,)`` node features for graphs, ``(P, 3)`` for points.
     """
 
     kind: str
     shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if self.kind not in INPUT_KINDS:
-            raise ValueError(f"unknown input kind {self.kind!r}; choose one of {INPUT_KINDS}")
+        if not isinstance(self.kind, str) or not self.kind.isidentifier() or self.kind != self.kind.lower():
+            raise ValueError(f"input kind must be a lower-case identifier such as {INPUT_KINDS}, got {self.kind!r}")
 
     @property
     def num_features(self) -> int:
@@ -75,7 +78,7 @@ class DataSplits:
     Attributes:
         train, val, test: The splits.
         num_classes: Number of classes.
-        kind: ``"images"`` or ``"vectors"``.
+        kind: ``"images"``, ``"vectors"`` or a plugin's own sample kind (not a graph kind).
         class_names: Human-readable class names (default: ``"0"``, ``"1"``, ...).
         name: Dataset name, for reports.
     """
@@ -89,20 +92,20 @@ class DataSplits:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("images", "vectors"):
-            raise DataError(f"dataset kind must be 'images' or 'vectors', got {self.kind!r}")
+        if not isinstance(self.kind, str) or not self.kind.isidentifier() or self.kind in GRAPH_KINDS:
+            raise DataError(f"dataset kind must be 'images', 'vectors' or a plugin's sample kind, got {self.kind!r}")
         if not self.class_names:
             self.class_names = [str(i) for i in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
             raise DataError(
                 f"{len(self.class_names)} class names for {self.num_classes} classes"
             )
-        expected_ndim = 4 if self.kind == "images" else 2
+        expected_ndim = {"images": 4, "vectors": 2}.get(self.kind)
         for split_name in ("train", "val", "test"):
             split: Split = getattr(self, split_name)
-            if split.x.ndim != expected_ndim:
+            if (expected_ndim and split.x.ndim != expected_ndim) or split.x.ndim < 2:
                 raise DataError(
-                    f"{split_name} split: {self.kind} must be {expected_ndim}-D, "
+                    f"{split_name} split: {self.kind} must be {expected_ndim or 'at least 2'}-D, "
                     f"got shape {tuple(split.x.shape)}"
                 )
             if len(split) and (split.y.min() < 0 or split.y.max() >= self.num_classes):

@@ -25,6 +25,10 @@ class Model:
     #: Default number of training epochs when ``--epochs`` is not given.
     default_epochs: ClassVar[int] = 30
 
+    #: Shape of one sample for each input kind graphforge does not know itself (e.g.
+    #: ``{"points": (64, 3)}``); :mod:`graphforge.testing` feeds such samples to the plugin.
+    example_shapes: ClassVar[dict[str, tuple[int, ...]]] = {}
+
     def check_input(self, spec: InputSpec) -> None:
         """Raise :class:`ConfigError` if this model cannot take ``spec``."""
         if spec.kind not in self.inputs:

@@ -11,8 +11,9 @@ from graphforge.core.data import InputSpec, Split
 class Normalizer(nn.Module):
     """Casts a batch to float and standardises it with statistics of the training split.
 
-    Images (``[N, C, H, W]``) are standardised per channel, vectors (``[N, D]``) per
-    feature; uint8 images are first scaled to [0, 1]. The statistics are buffers,
+    Images (``[N, C, H, W]``) are standardised per channel, vectors (``[N, D]``) and
+    plugin kinds (e.g. points ``[N, P, 3]``) per feature of their last axis; uint8
+    images are first scaled to [0, 1]. The statistics are buffers,
     so they travel with the checkpoint.
 
     Args:
@@ -29,21 +30,28 @@ class Normalizer(nn.Module):
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.enabled = bool(enabled)
 
+    @staticmethod
+    def _layout(kind: str, ndim: int) -> tuple[int, tuple[int, ...]]:
+        """Feature axis and the other axes: channels for images, the last axis otherwise."""
+        feature_axis = 1 if kind == "images" else ndim - 1
+        return feature_axis, tuple(d for d in range(ndim) if d != feature_axis)
+
     @classmethod
     def fit(cls, split: Split, kind: str, enabled: bool = True) -> Normalizer:
         """Compute the statistics on a training split."""
         x = split.x
         scale = 1.0 / 255.0 if x.dtype == torch.uint8 else 1.0
-        dims = (0, 2, 3) if kind == "images" else (0,)
-        stats_shape = (1, x.shape[1], 1, 1) if kind == "images" else (1, x.shape[1])
-        total = torch.zeros(x.shape[1], dtype=torch.float64)
+        axis, dims = cls._layout(kind, x.ndim)
+        features = x.shape[axis]
+        stats_shape = tuple(features if d == axis else 1 for d in range(x.ndim))
+        total = torch.zeros(features, dtype=torch.float64)
         total_sq = torch.zeros_like(total)
         count = 0
         for start in range(0, x.shape[0], 4096):  # chunks keep memory flat
             chunk = x[start : start + 4096].double() * scale
             total += chunk.sum(dim=dims)
             total_sq += (chunk * chunk).sum(dim=dims)
-            count += chunk.numel() // x.shape[1]
+            count += chunk.numel() // features
         count = max(count, 1)
         mean = total / count
         std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
@@ -52,7 +60,10 @@ class Normalizer(nn.Module):
     @classmethod
     def empty(cls, spec: InputSpec) -> Normalizer:
         """Return a normaliser of the right shape for ``spec``, to load a state dict into."""
-        shape = (1, spec.shape[0], 1, 1) if spec.kind == "images" else (1, spec.shape[0])
+        ndim = len(spec.shape) + 1
+        axis, _ = cls._layout(spec.kind, ndim)
+        full = (0, *spec.shape)
+        shape = tuple(full[d] if d == axis else 1 for d in range(ndim))
         return cls(torch.zeros(shape), torch.ones(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
