@@ -485,26 +485,6 @@ def exact_knn_search(
     return index.search(queries, k, batch_size=batch_size, margin=margin, stats=stats)
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 3) -> float:
-    """Measure fp32 ``torch.mm`` throughput on the CPU (GFLOP/s, median of ``repeats``)."""
-    import time  # noqa: PLC0415
-
-    a = torch.rand(size, size)
-    b = torch.rand(size, size)
-    torch.mm(a, b)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t)
-    return 2.0 * size**3 / sorted(times)[len(times) // 2] / 1e9
-
-
-def knn_floor_seconds(n_train: int, n_test: int, dim: int, gflops: float) -> float:
-    """Seconds the distance GEMM alone needs at ``gflops``: ``2 * n_train * n_test * dim`` FLOPs."""
-    return 2.0 * n_train * n_test * dim / (gflops * 1e9)
-
-
 __all__ = [
     "BACKENDS",
     "KNNIndex",
@@ -514,7 +494,5 @@ __all__ = [
     "canonical_metric",
     "exact_knn_search",
     "faiss_gpu_available",
-    "knn_floor_seconds",
-    "matmul_gflops",
     "resolve_search_device",
 ]

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import statistics
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from graphforge.bench.timing import matmul_gflops, median_seconds
 from graphforge.ops import dense_batched_knn, knn_backend
 
 DEFAULT_B: tuple[int, ...] = (256, 1024, 4096)
@@ -78,11 +77,6 @@ class KnnResult:
 
 
 # ------------------------------------------------------------------------------ methods
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _mask_k(idx: Tensor, val: Tensor, k: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -182,25 +176,7 @@ def available_methods(device: torch.device) -> dict[str, Callable[[Tensor, Tenso
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
     """Median wall time of ``fn`` in milliseconds over ``repeats`` runs."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def matmul_gflops(device: torch.device, repeats: int = 10) -> float:
-    """Measured ``torch.mm`` speed (fp32) on ``device``: the compute ceiling."""
-    n = 2048 if device.type == "cpu" else 8192
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    ms = median_ms(lambda: torch.mm(a, b), repeats, 2, device)
-    return 2.0 * n**3 / (ms * 1e-3) / 1e9
+    return median_seconds(fn, repeats, warmup, device) * 1e3
 
 
 def make_cases(
@@ -269,7 +245,7 @@ def run_knn_benchmark(
                 res.notes[name] = "memory"
                 continue
             fn = avail[name]
-            ms = median_ms(lambda fn=fn: fn(x, k), repeats, warmup, dev)
+            ms = median_ms(lambda fn=fn, x=x, k=k: fn(x, k), repeats, warmup, dev)
             res.times_ms[name] = ms
             say(f"B={case.B} N={case.N} D={case.D} k={case.label}: {name} {ms:.2f} ms")
         results.append(res)

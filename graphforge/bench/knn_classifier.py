@@ -18,7 +18,8 @@ import click
 import numpy as np
 import torch
 
-from graphforge.neighbors import SearchStats, exact_knn_search, knn_floor_seconds, matmul_gflops
+from graphforge.bench.timing import knn_floor_seconds, matmul_gflops
+from graphforge.neighbors import SearchStats, exact_knn_search
 
 
 def run_knn_classifier_benchmark(

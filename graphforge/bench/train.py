@@ -8,8 +8,6 @@ and the benchmark reports the mean k it saw).
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ import torch
 from torch import nn
 
 from graphforge.api import get_converter, get_model
+from graphforge.bench.timing import median_seconds
 from graphforge.core.data import InputSpec
 from graphforge.ops import _extension
 
@@ -51,24 +50,6 @@ class TrainBenchResult:
     def epoch_seconds(self, images: int) -> float:
         """Estimated seconds for one training epoch over ``images`` images."""
         return images / self.train_images_per_s
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_seconds(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run_train_benchmark(
@@ -129,9 +110,9 @@ def run_train_benchmark(
 
         with knn_backend(backend):
             progress(f"bench train: {backend} on {device}: training steps ...")
-            t_train = _median_seconds(train_step, steps, warmup, dev)
+            t_train = median_seconds(train_step, steps, warmup, dev)
             progress(f"bench train: {backend} on {device}: inference ...")
-            t_infer = _median_seconds(infer_step, steps, warmup, dev)
+            t_infer = median_seconds(infer_step, steps, warmup, dev)
             net.eval()
             with torch.no_grad():
                 mean_k = float(net[0](x).k.float().mean())

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 import graphforge
 from graphforge.errors import ConfigError

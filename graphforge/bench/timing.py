@@ -1,0 +1,44 @@
+"""Timing helpers shared by the benchmarks: medians of synchronised runs and the
+measured matmul speed that compute floors are computed from."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work on ``device`` (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
+    """Median wall time of ``fn`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(device: torch.device | None = None, size: int | None = None, repeats: int = 10) -> float:
+    """Measured fp32 ``torch.mm`` speed on ``device`` in GFLOP/s: the compute ceiling."""
+    device = device or torch.device("cpu")
+    n = size or (2048 if device.type == "cpu" else 8192)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    return 2.0 * n**3 / median_seconds(lambda: torch.mm(a, b), repeats, 2, device) / 1e9
+
+
+def knn_floor_seconds(n_train: int, n_test: int, dim: int, gflops: float) -> float:
+    """Seconds the distance GEMM alone needs at ``gflops``: ``2 * n_train * n_test * dim`` FLOPs."""
+    return 2.0 * n_train * n_test * dim / (gflops * 1e9)
