@@ -49,7 +49,7 @@ def test_quickstart_has_two_commands_and_ci_runs_the_second():
 
 def test_readme_new_modality_example_runs(tmp_path, monkeypatch):
     code = _fenced(_section(README, "### A new modality in about 15 lines"), "python")[0]
-    assert len([line for line in code.splitlines() if line.strip()]) <= 26
+    assert len([line for line in code.splitlines() if line.strip()]) <= 20
     rng = np.random.default_rng(0)
     t = np.linspace(0, 1, 32)
     rows = []
