@@ -109,3 +109,33 @@ class TestModelsPlugin:
     @graphforge.hookimpl
     def register_converters(self, register):
         register("test-knn-graph", KNNDatasetGraph)
+        register("test-prototypes", PrototypeGraph)
+
+
+class PrototypeGraph(graphforge.Converter):
+    """Dataset converter whose nodes are prototypes; every sample maps onto its nearest one."""
+
+    name = "test-prototypes"
+    level = "dataset"
+
+    def __init__(self, prototypes: int = 40) -> None:
+        self.prototypes = prototypes
+
+    def output_spec(self, spec: InputSpec) -> InputSpec:
+        return InputSpec("graph", (spec.num_features,))
+
+    def convert(self, data):
+        from torch_geometric.data import Data
+
+        flat = {s: getattr(data, s).x.reshape(len(getattr(data, s)), -1).float() for s in ("train", "val", "test")}
+        g = torch.Generator().manual_seed(0)
+        protos = flat["train"][torch.randperm(len(flat["train"]), generator=g)[: self.prototypes]]
+        d = torch.cdist(protos, protos)
+        d.fill_diagonal_(float("inf"))
+        nbr = d.topk(3, largest=False).indices
+        edge_index = torch.stack([nbr.reshape(-1), torch.arange(len(protos)).repeat_interleave(3)])
+        graph = Data(x=protos, edge_index=edge_index)
+        for s, x in flat.items():
+            graph[f"{s}_index"] = torch.cdist(x, protos).argmin(1)
+            graph[f"{s}_y"] = getattr(data, s).y
+        return graph

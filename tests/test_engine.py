@@ -180,3 +180,42 @@ def test_aux_loss_and_epoch_metrics_hooks(tmp_path, plugin_registered):
     plugin_registered(Plugin(), "tracking-plugin")
     r = graphforge.run("tracking", "mlp", out=str(tmp_path / "t"), **FAST)
     assert all(h["forward_calls"] > 0 for h in r.history)
+
+
+def test_dataset_converter_mapping_samples_onto_nodes(tmp_path, plugin_registered):
+    """Samples classified through the node they map to (e.g. a SOM's best-matching unit)."""
+    plugin_registered(TestModelsPlugin(), "test-models")
+    r = graphforge.run("test-prototypes", "sage", seed=0, epochs=60, lr=0.01, out=str(tmp_path / "p"),
+                       options={"prototypes": 60, "hidden": 32, "layers": 1})
+    assert r.metrics["test_accuracy"] > 0.7
+
+
+def test_converter_fit_and_report_hooks(tmp_path, plugin_registered):
+    class MeanCentre(graphforge.Converter):
+        """Subtracts the training mean learned in fit()."""
+
+        def fit(self, data):
+            self.mean = data.train.x.float().mean(0)
+            self.fitted_on = len(data.train)
+
+        def output_spec(self, spec):
+            return spec
+
+        def build(self, spec):
+            module = torch.nn.Module()
+            module.register_buffer("mean", self.mean.clone())
+            module.forward = lambda x: x - module.mean
+            return module
+
+        def report(self, rundir):
+            return {"fitted_on": self.fitted_on}
+
+    class Plugin:
+        @graphforge.hookimpl
+        def register_converters(self, register):
+            register("mean-centre", MeanCentre)
+
+    plugin_registered(Plugin(), "centre")
+    r = graphforge.run("mean-centre", "mlp", out=str(tmp_path / "m"), **FAST)
+    assert r.metrics["fitted_on"] == 300
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["fitted_on"] == 300

@@ -22,7 +22,10 @@ class Converter:
       have learnable parameters.
     * ``level = "dataset"``: one graph over the whole dataset (similarity graphs)
       or a graph that summarises it (SOM). :meth:`convert` returns a PyG ``Data``
-      with ``train_mask`` / ``val_mask`` / ``test_mask``.
+      with ``y`` and ``train_mask`` / ``val_mask`` / ``test_mask`` when the nodes are
+      the samples; when samples map onto nodes instead (e.g. each sample onto its
+      best-matching SOM neuron) it sets ``train_index`` / ``val_index`` / ``test_index``
+      (the node of each sample) and ``train_y`` / ``val_y`` / ``test_y`` (their labels).
 
     Subclasses take their options as keyword arguments in ``__init__``.
     """
@@ -47,6 +50,28 @@ class Converter:
     def check_data(self, data: DataSplits) -> None:
         """Raise :class:`ConfigError` if the options cannot work on ``data`` (optional;
         called before the run directory is created)."""
+
+    def fit(self, data: DataSplits) -> None:
+        """Fit the converter on the data before its module is built (optional).
+
+        For per-sample converters that learn from the whole training split rather than
+        by gradient descent (e.g. feature selection from a self-organising map). Only
+        ``data.train`` may be used for fitting. Whatever :meth:`build` then needs for
+        reloading must live in the module's buffers, since only the module's state dict
+        is saved in the checkpoint.
+        """
+
+    def report(self, rundir: Any) -> dict[str, Any]:
+        """Add converter-specific results to the run after training (optional).
+
+        Args:
+            rundir: The :class:`graphforge.engine.rundir.RunDirectory`; extra files may be
+                written there (atomically, through :mod:`graphforge.io`).
+
+        Returns:
+            JSON-serialisable values merged into ``metrics.json``.
+        """
+        return {}
 
     def output_spec(self, spec: InputSpec) -> InputSpec:
         """Return what this converter produces from input ``spec``."""

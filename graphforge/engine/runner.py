@@ -193,6 +193,7 @@ def _finish(
     plot_dir = rundir.plot_path("learning_curves.png").parent
     for plugin in (plan.converter, plan.model):
         plugin.write_plots(history, plot_dir)
+    metrics.update(plan.converter.report(rundir) or {})
     rundir.write_metrics(metrics)
     return metrics
 
@@ -251,6 +252,7 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
     out_spec = _check_pipeline(plan, spec)
     plan.converter.check_data(data)
     plan.model.check_data(data)
+    plan.converter.fit(data)
     epochs = cfg.epochs or plan.model.default_epochs
     cfg.epochs = epochs
 

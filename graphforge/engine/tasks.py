@@ -146,39 +146,53 @@ class InductiveTask:
 
 
 class TransductiveTask:
-    """Full-graph training on one graph with ``train_mask`` / ``val_mask`` / ``test_mask``.
+    """Full-graph training on one graph over the whole dataset.
+
+    Two layouts (see :class:`graphforge.Converter`): the nodes are the samples, with
+    ``y`` and ``train_mask`` / ``val_mask`` / ``test_mask``; or samples map onto nodes,
+    with ``{split}_index`` (each sample's node) and ``{split}_y`` (its label), and a
+    split's predictions are the logits of its samples' nodes.
 
     Args:
         net: Network mapping the whole graph (a PyG ``Data``) to node logits.
-        graph: The graph, with ``y`` and the three masks.
+        graph: The graph.
         device: Where the network runs.
     """
 
     def __init__(self, net: nn.Module, graph: Any, device: torch.device) -> None:
-        for attr in ("y", "train_mask", "val_mask", "test_mask"):
+        self.mapped = all(getattr(graph, f"{s}_index", None) is not None for s in SPLITS)
+        needed = [f"{s}_{a}" for s in SPLITS for a in ("index", "y")] if self.mapped else ["y", *[f"{s}_mask" for s in SPLITS]]
+        for attr in needed:
             if getattr(graph, attr, None) is None:
-                raise DataError(f"the converter's graph has no {attr!r}; a dataset converter must set y and the three masks")
+                raise DataError(
+                    f"the converter's graph has no {attr!r}; a dataset converter must set y and the three "
+                    "masks, or {split}_index and {split}_y for train, val and test"
+                )
         self.net = net
         self.graph = graph.to(device)
         self.device = device
 
+    def _select(self, logits: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mapped:
+            return logits[getattr(self.graph, f"{split}_index")], getattr(self.graph, f"{split}_y")
+        mask = getattr(self.graph, f"{split}_mask")
+        return logits[mask], self.graph.y[mask]
+
     def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
         self.net.train()
-        mask = self.graph.train_mask
         optimizer.zero_grad(set_to_none=True)
-        logits = self.net(self.graph)
-        loss = F.cross_entropy(logits[mask], self.graph.y[mask])
+        logits, y = self._select(self.net(self.graph), "train")
+        loss = F.cross_entropy(logits, y)
         extra = aux_loss(self.net)
         total = loss if extra is None else loss + extra
         _check_finite_loss(total, f"epoch {epoch}")
         total.backward()
         optimizer.step()
-        acc = float((logits.detach()[mask].argmax(1) == self.graph.y[mask]).float().mean())
+        acc = float((logits.detach().argmax(1) == y).float().mean())
         return {"train_loss": float(loss.detach()), "train_accuracy": acc}
 
     @torch.no_grad()
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         self.net.eval()
-        mask = getattr(self.graph, f"{split}_mask")
-        logits = self.net(self.graph)
-        return logits[mask].float().cpu(), self.graph.y[mask].cpu()
+        logits, y = self._select(self.net(self.graph), split)
+        return logits.float().cpu(), y.cpu()
