@@ -1,16 +1,24 @@
 // CPU kernel of graphforge::batched_knn (semantics in csrc/knn.h).
 //
-// Work is split into items (one point set, a block of up to kQueryBlock queries); threads
-// take items from a shared counter, largest first, so mixed set sizes stay balanced. Per
-// item, candidates are visited in blocks of kCandBlock:
-//   * l2 / cosine / ip: one GEMM (ATen mm -> MKL/OpenBLAS) gives the query x candidate
-//     inner products; l2 works on per-set centred points (centred in fp64) to avoid the
-//     cancellation of ||a||^2 + ||b||^2 - 2ab, and the distances of the k selected
-//     neighbours are recomputed exactly from the original points;
-//   * l1 / linf: a direct blocked kernel over a per-set transposed copy, vectorised over
-//     candidates (compiled for AVX-512 / AVX2 / baseline and picked at run time).
-// Each query keeps its k best (distance, index) pairs in a sorted array (insertion) for
-// small k or a binary max-heap for large k. Candidates arrive in ascending index order, so a
+// Two paths:
+//   * fp32 (and fp16 / bf16, accumulated in fp32) l2 / cosine / ip on sets of at most
+//     kFastMaxN points, on x86-64 with AVX2 + FMA (checked at run time): one work item per
+//     set, no ATen call or allocation in the loop; a register-tiled Gram kernel over the
+//     upper triangle, a two-pass register top-k for k <= 16 and a vectorised exact l2
+//     recompute. Details above fast_set below.
+//   * everything else (fp64, l1 / linf, larger sets, other CPUs): work items of one set and
+//     a block of up to kQueryBlock queries; threads take items from a shared counter,
+//     largest first, so mixed set sizes stay balanced. Per item, candidates are visited in
+//     blocks of kCandBlock:
+//       - l2 / cosine / ip: one GEMM (ATen mm -> MKL/OpenBLAS) gives the query x candidate
+//         inner products (sets <= kSmallSet points: a direct kernel instead);
+//       - l1 / linf: a direct blocked kernel over a per-set transposed copy, vectorised
+//         over candidates (compiled for AVX-512 / AVX2 / baseline, picked at run time).
+//     Each query keeps its k best (distance, index) pairs in a sorted array (insertion) for
+//     small k or a binary max-heap for large k.
+// Both: l2 works on per-set centred points to avoid the cancellation of
+// ||a||^2 + ||b||^2 - 2ab, and the distances of the k selected neighbours are recomputed
+// exactly from the original points. Candidates are taken in ascending index order, so a
 // candidate that ties the current k-th distance never displaces it: ties go to the lower
 // index. Output slots come from a prefix sum over sets (n_b * k_b each): no padding to
 // k_max and no masking.
@@ -25,10 +33,15 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <numeric>
 #include <type_traits>
 #include <vector>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace graphforge {
 namespace {
@@ -240,6 +253,527 @@ bool all_finite(const at::Tensor& x) {
   return finite.load();
 }
 
+// Whether p[0, n) holds no NaN / Inf (NaN fails the comparison too); vectorises.
+inline bool finite_range(const float* p, int64_t n) {
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= !(std::abs(p[i]) <= std::numeric_limits<float>::max());
+  return bad == 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// fp32 fast path for l2 / cosine / ip on sets of at most kFastMaxN points (x86-64 with
+// AVX2 + FMA, checked at run time). One work item per set, no ATen call and no allocation
+// inside the loop:
+//   1. the set's points (centred for l2, normalised for cosine) are packed transposed in
+//      blocks of 16 points, pack[blk][d][16], zero padded;
+//   2. the Gram matrix comes from a 4 x 16 register-tiled FMA kernel over that packing; only
+//      the tiles on or above the diagonal (at 8-point granularity) are computed and the
+//      rest is mirrored (the products are the same FMA chain either way, so duplicates
+//      still tie exactly);
+//   3. top-k for k <= 16 (reg_topk): a branch-free pass bounds the k-th smallest ranking
+//      value from above (t, usually within a rank or two), the candidates <= t are
+//      compacted in index order and ordered by (value, position), or inserted into sorted
+//      registers when there are many. k > 16, or a row with Inf / NaN values, goes through
+//      the generic scalar scan instead;
+//   4. l2: the k distances are recomputed exactly from the original points, four pairs at a
+//      time, all pairs through the same operations (bitwise equal for duplicates).
+// Centring uses an fp32 mean: any common shift leaves the ranking exact, the mean only
+// keeps the magnitudes small; x - mean itself is rounded once, as before.
+// ---------------------------------------------------------------------------------------
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define GF_FAST_X86 1
+#define GF_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define GF_FAST_X86 0
+#endif
+
+constexpr int64_t kFastMaxN = 512;  // Gram matrix of one set: <= 1 MiB
+constexpr int64_t kFastRegK = 16;   // register top-k up to this k
+
+bool fast_path_available() {
+#if GF_FAST_X86
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// 64-byte aligned float scratch that only grows.
+struct AlignedBuf {
+  std::vector<float> v;
+  float* p = nullptr;
+  int64_t cap = 0;
+  float* get(int64_t n) {
+    if (n > cap) {
+      v.assign(static_cast<size_t>(n + 16), 0.f);
+      const auto addr = reinterpret_cast<uintptr_t>(v.data());
+      p = v.data() + ((64 - (addr & 63)) & 63) / sizeof(float);
+      cap = n;
+    }
+    return p;
+  }
+};
+
+#if GF_FAST_X86
+// In-register transpose of an 8 x 8 float block.
+GF_AVX2 inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// Packs n points (rows of X, D wide) as pack[blk][d][16]; l2: minus the set mean (fp64
+// accumulated), cosine: divided by the norm (fp64), ip: as they are. alpha[j] is the
+// per-candidate term of the ranking value alpha[j] + beta * <a, b>: ||b||^2 of the packed
+// point for l2, 1 for cosine, 0 for ip; +Inf for the padding.
+GF_AVX2 bool fast_pack(const float* X, int64_t n, int64_t D, Metric metric, float* pack,
+                       float* alpha, double* mean, float* meanf, bool check) {
+  // The NaN / Inf check of x, fused here (the set is read from memory once: this pass
+  // brings it into the cache for the next ones).
+  if (check && !finite_range(X, n * D)) return false;
+  const int64_t nb = (n + 15) / 16;
+  std::fill(pack, pack + nb * D * 16, 0.f);
+  if (metric == Metric::L2) {
+    // Any common shift is exact for the ranking; the mean only keeps the values small.
+    const double inv_n = 1.0 / static_cast<double>(n);
+    int64_t d = 0;
+    for (; d + 32 <= D; d += 32) {
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (int64_t i = 0; i < n; ++i) {
+        const float* xi = X + i * D + d;
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(xi));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(xi + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(xi + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(xi + 24));
+      }
+      const __m256 sc = _mm256_set1_ps(static_cast<float>(inv_n));
+      _mm256_storeu_ps(meanf + d, _mm256_mul_ps(s0, sc));
+      _mm256_storeu_ps(meanf + d + 8, _mm256_mul_ps(s1, sc));
+      _mm256_storeu_ps(meanf + d + 16, _mm256_mul_ps(s2, sc));
+      _mm256_storeu_ps(meanf + d + 24, _mm256_mul_ps(s3, sc));
+    }
+    if (d < D) {
+      std::fill(mean + d, mean + D, 0.0);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t e = d; e < D; ++e) mean[e] += X[i * D + e];
+      for (int64_t e = d; e < D; ++e) meanf[e] = static_cast<float>(mean[e] * inv_n);
+    }
+  }
+  int64_t i = 0;
+  if (metric != Metric::Cosine) {  // 8 points x 8 dims at a time, transposed in registers
+    for (; i + 8 <= n; i += 8) {
+      float* dst = pack + (i / 16) * D * 16 + (i % 16);
+      int64_t d = 0;
+      for (; d + 8 <= D; d += 8) {
+        __m256 r[8];
+        const __m256 mv = metric == Metric::L2 ? _mm256_loadu_ps(meanf + d) : _mm256_setzero_ps();
+        for (int k = 0; k < 8; ++k) r[k] = _mm256_sub_ps(_mm256_loadu_ps(X + (i + k) * D + d), mv);
+        transpose8(r);
+        for (int k = 0; k < 8; ++k) _mm256_store_ps(dst + (d + k) * 16, r[k]);
+      }
+      for (; d < D; ++d)
+        for (int k = 0; k < 8; ++k)
+          dst[d * 16 + k] = X[(i + k) * D + d] - (metric == Metric::L2 ? meanf[d] : 0.f);
+    }
+  }
+  for (; i < n; ++i) {
+    const float* xi = X + i * D;
+    float* dst = pack + (i / 16) * D * 16 + (i % 16);
+    if (metric == Metric::L2) {
+      for (int64_t d = 0; d < D; ++d) dst[d * 16] = xi[d] - meanf[d];
+    } else if (metric == Metric::Cosine) {
+      double sq = 0;
+      for (int64_t d = 0; d < D; ++d) sq += static_cast<double>(xi[d]) * xi[d];
+      const double inv = sq > 0 ? 1.0 / std::sqrt(sq) : 0.0;  // zero vector: cos = 0
+      for (int64_t d = 0; d < D; ++d) dst[d * 16] = static_cast<float>(xi[d] * inv);
+    } else {
+      for (int64_t d = 0; d < D; ++d) dst[d * 16] = xi[d];
+    }
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    float* a = alpha + b * 16;
+    if (metric == Metric::L2) {
+      __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+      const float* p = pack + b * D * 16;
+      for (int64_t d = 0; d < D; ++d) {
+        const __m256 v0 = _mm256_load_ps(p + d * 16), v1 = _mm256_load_ps(p + d * 16 + 8);
+        s0 = _mm256_fmadd_ps(v0, v0, s0);
+        s1 = _mm256_fmadd_ps(v1, v1, s1);
+      }
+      _mm256_store_ps(a, s0);
+      _mm256_store_ps(a + 8, s1);
+    } else {
+      const float c = metric == Metric::Cosine ? 1.f : 0.f;
+      for (int l = 0; l < 16; ++l) a[l] = c;
+    }
+    for (int64_t l = 0; l < 16; ++l)
+      if (b * 16 + l >= n) a[l] = std::numeric_limits<float>::infinity();
+  }
+  return true;
+}
+
+// C[4][8 * NV] (row stride ldc) = A-rows x B-columns over D; pa points at the 4 query
+// lanes of a packed block, pb at a packed block of 16 candidates.
+template <int NV>
+GF_AVX2 inline void gram_tile(const float* __restrict__ pa, const float* __restrict__ pb,
+                              int64_t D, float* C, int64_t ldc) {
+  __m256 c00 = _mm256_setzero_ps(), c10 = c00, c20 = c00, c30 = c00;
+  __m256 c01 = c00, c11 = c00, c21 = c00, c31 = c00;
+  for (int64_t d = 0; d < D; ++d) {
+    const float* a = pa + d * 16;
+    const float* b = pb + d * 16;
+    const __m256 b0 = _mm256_load_ps(b);
+    const __m256 a0 = _mm256_broadcast_ss(a), a1 = _mm256_broadcast_ss(a + 1);
+    const __m256 a2 = _mm256_broadcast_ss(a + 2), a3 = _mm256_broadcast_ss(a + 3);
+    c00 = _mm256_fmadd_ps(a0, b0, c00);
+    c10 = _mm256_fmadd_ps(a1, b0, c10);
+    c20 = _mm256_fmadd_ps(a2, b0, c20);
+    c30 = _mm256_fmadd_ps(a3, b0, c30);
+    if constexpr (NV == 2) {
+      const __m256 b1 = _mm256_load_ps(b + 8);
+      c01 = _mm256_fmadd_ps(a0, b1, c01);
+      c11 = _mm256_fmadd_ps(a1, b1, c11);
+      c21 = _mm256_fmadd_ps(a2, b1, c21);
+      c31 = _mm256_fmadd_ps(a3, b1, c31);
+    }
+  }
+  _mm256_store_ps(C, c00);
+  _mm256_store_ps(C + ldc, c10);
+  _mm256_store_ps(C + 2 * ldc, c20);
+  _mm256_store_ps(C + 3 * ldc, c30);
+  if constexpr (NV == 2) {
+    _mm256_store_ps(C + 8, c01);
+    _mm256_store_ps(C + ldc + 8, c11);
+    _mm256_store_ps(C + 2 * ldc + 8, c21);
+    _mm256_store_ps(C + 3 * ldc + 8, c31);
+  }
+}
+
+// Gram matrix G[i][j] (row stride ldg = 16 * blocks) of the packed set, for i, j < n
+// (columns up to the next multiple of 8 are written too). Row i is computed from column
+// 8 * (i / 8) on, the rest is mirrored.
+GF_AVX2 void fast_gram(const float* pack, int64_t n, int64_t D, float* G, int64_t ldg) {
+  const int64_t nb = (n + 15) / 16;
+  const int64_t rows = (n + 3) / 4 * 4;
+  for (int64_t jb = 0; jb < nb; ++jb) {
+    const float* pb = pack + jb * D * 16;
+    const int64_t iend = std::min(rows, 16 * (jb + 1));
+    const bool half = n - 16 * jb <= 8;
+    for (int64_t i0 = 0; i0 < iend; i0 += 4) {
+      const float* pa = pack + (i0 / 16) * D * 16 + (i0 % 16);
+      float* C = G + i0 * ldg + jb * 16;
+      if (i0 >= 16 * jb + 8)  // left 8 columns of this block: mirrored later
+        gram_tile<1>(pa, pb + 8, D, C + 8, ldg);
+      else if (half)
+        gram_tile<1>(pa, pb, D, C, ldg);
+      else
+        gram_tile<2>(pa, pb, D, C, ldg);
+    }
+  }
+  // Below the computed band: mirror, 8 x 8 blocks (G has ldg rows; rows >= n are junk).
+  for (int64_t i0 = 8; i0 < n; i0 += 8) {
+    for (int64_t j0 = 0; j0 < i0; j0 += 8) {
+      __m256 r[8];
+      for (int k = 0; k < 8; ++k) r[k] = _mm256_load_ps(G + (j0 + k) * ldg + i0);
+      transpose8(r);
+      for (int k = 0; k < 8; ++k) _mm256_store_ps(G + (i0 + k) * ldg + j0, r[k]);
+    }
+  }
+}
+
+// Shifts the sorted register pair (d0, d1 / i0, i1) to make room for (v, j) after every
+// entry <= v (candidates come in ascending index order: ties keep the incumbent first).
+template <int NK>
+GF_AVX2 inline void reg_insert(__m256& d0, __m256& d1, __m256i& i0, __m256i& i1, __m256 vb,
+                               __m256i jb) {
+  const __m256i perm = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+  const __m256 r0 = _mm256_permutevar8x32_ps(d0, perm);  // [d0[7], d0[0..6]]
+  const __m256i q0 = _mm256_permutevar8x32_epi32(i0, perm);
+  const __m256 s0 = _mm256_blend_ps(r0, _mm256_set1_ps(-std::numeric_limits<float>::infinity()), 1);
+  const __m256 gt0 = _mm256_cmp_ps(d0, vb, _CMP_GT_OQ);
+  const __m256 sg0 = _mm256_cmp_ps(s0, vb, _CMP_GT_OQ);
+  const __m256 nd0 = _mm256_blendv_ps(d0, _mm256_blendv_ps(vb, s0, sg0), gt0);
+  const __m256i ni0 = _mm256_blendv_epi8(
+      i0, _mm256_blendv_epi8(jb, q0, _mm256_castps_si256(sg0)), _mm256_castps_si256(gt0));
+  if constexpr (NK == 2) {
+    const __m256 r1 = _mm256_permutevar8x32_ps(d1, perm);
+    const __m256i q1 = _mm256_blend_epi32(_mm256_permutevar8x32_epi32(i1, perm), q0, 1);
+    const __m256 s1 = _mm256_blend_ps(r1, r0, 1);
+    const __m256 gt1 = _mm256_cmp_ps(d1, vb, _CMP_GT_OQ);
+    const __m256 sg1 = _mm256_cmp_ps(s1, vb, _CMP_GT_OQ);
+    d1 = _mm256_blendv_ps(d1, _mm256_blendv_ps(vb, s1, sg1), gt1);
+    i1 = _mm256_blendv_epi8(
+        i1, _mm256_blendv_epi8(jb, q1, _mm256_castps_si256(sg1)), _mm256_castps_si256(gt1));
+  }
+  d0 = nd0;
+  i0 = ni0;
+}
+
+// Top-K (K <= 8 * NK) of the row alpha[j] + beta * g[j], j < n, j != self. Two passes:
+//   1. branch-free: the M = NK + 1 smallest values of each of the 8 lanes (candidates
+//      j = l mod 8); the K-th smallest of those 8 * M values, t, bounds the row's K-th
+//      smallest from above and is usually within one or two ranks of it;
+//   2. only the candidates <= t (about K of them) go through the sorted register insertion.
+// Returns false when fewer than K finite candidates were taken (Inf / NaN values): the
+// caller redoes the row with the generic scan.
+// lut[m]: the set lanes of the 8-bit mask m, as byte indices packed from the low end.
+const uint64_t* compress_lut() {
+  static const std::vector<uint64_t> table = [] {
+    std::vector<uint64_t> t(256);
+    for (unsigned m = 0; m < 256; ++m) {
+      uint64_t bytes = 0;
+      int k = 0;
+      for (unsigned l = 0; l < 8; ++l)
+        if (m >> l & 1u) bytes |= static_cast<uint64_t>(l) << (8 * k++);
+      t[m] = bytes;
+    }
+    return t;
+  }();
+  return table.data();
+}
+
+// Without self-loops g[self] must hold -Inf (the self candidate then ranks +Inf). cv / ci:
+// room for n + 16 values / indices.
+template <int NK>
+GF_AVX2 bool reg_topk(const float* g, const float* alpha, float beta, int64_t n, int64_t K,
+                      float* cv, int32_t* ci, Entry<float>* out) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const __m256 infv = _mm256_set1_ps(inf);
+  const __m256 bv = _mm256_set1_ps(beta);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  // Pass 1.
+  __m256 L0 = infv, L1 = infv, L2 = infv;
+  for (int64_t j0 = 0; j0 < n; j0 += 8) {
+    __m256 v = _mm256_fmadd_ps(bv, _mm256_load_ps(g + j0), _mm256_load_ps(alpha + j0));
+    const __m256 m0 = _mm256_min_ps(L0, v);
+    v = _mm256_max_ps(L0, v);
+    L0 = m0;
+    if constexpr (NK == 2) {
+      const __m256 m1 = _mm256_min_ps(L1, v);
+      v = _mm256_max_ps(L1, v);
+      L1 = m1;
+      L2 = _mm256_min_ps(L2, v);
+    } else {
+      L1 = _mm256_min_ps(L1, v);
+    }
+  }
+  // t = the K-th smallest of the 8 * (NK + 1) lane values = the largest one with at most
+  // K - 1 of them below it (counts over all lane rotations, branch-free).
+  __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0;
+  __m256i rot = lane;
+  const __m256i one = _mm256_set1_epi32(1), seven = _mm256_set1_epi32(7);
+  for (int r = 0; r < 8; ++r) {
+    const __m256 R0 = _mm256_permutevar8x32_ps(L0, rot);
+    const __m256 R1 = _mm256_permutevar8x32_ps(L1, rot);
+#define GF_BELOW(c, R, L) c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(R, L, _CMP_LT_OQ)))
+    GF_BELOW(c0, R0, L0);
+    GF_BELOW(c0, R1, L0);
+    GF_BELOW(c1, R0, L1);
+    GF_BELOW(c1, R1, L1);
+    if constexpr (NK == 2) {
+      const __m256 R2 = _mm256_permutevar8x32_ps(L2, rot);
+      GF_BELOW(c0, R2, L0);
+      GF_BELOW(c1, R2, L1);
+      GF_BELOW(c2, R0, L2);
+      GF_BELOW(c2, R1, L2);
+      GF_BELOW(c2, R2, L2);
+    }
+#undef GF_BELOW
+    rot = _mm256_and_si256(_mm256_add_epi32(rot, one), seven);
+  }
+  const __m256i kv = _mm256_set1_epi32(static_cast<int>(K));
+  const __m256 ninf = _mm256_set1_ps(-inf);
+  __m256 tm = _mm256_blendv_ps(ninf, L0, _mm256_castsi256_ps(_mm256_cmpgt_epi32(kv, c0)));
+  tm = _mm256_max_ps(tm, _mm256_blendv_ps(ninf, L1, _mm256_castsi256_ps(_mm256_cmpgt_epi32(kv, c1))));
+  if constexpr (NK == 2)
+    tm = _mm256_max_ps(tm, _mm256_blendv_ps(ninf, L2, _mm256_castsi256_ps(_mm256_cmpgt_epi32(kv, c2))));
+  tm = _mm256_max_ps(tm, _mm256_permute2f128_ps(tm, tm, 1));
+  tm = _mm256_max_ps(tm, _mm256_shuffle_ps(tm, tm, 0x4e));
+  const __m256 tv = _mm256_max_ps(tm, _mm256_shuffle_ps(tm, tm, 0xb1));
+  // Pass 2: the candidates <= t, compacted in index order (branch-free, through a
+  // permutation table), then inserted. A candidate that does not beat the current K-th
+  // entry leaves the first K lanes unchanged, so no further test is needed; the self
+  // candidate ranks +Inf and never displaces anything.
+  const uint64_t* lut = compress_lut();
+  int64_t cnt = 0;
+  for (int64_t j0 = 0; j0 < n; j0 += 8) {
+    const __m256 v = _mm256_fmadd_ps(bv, _mm256_load_ps(g + j0), _mm256_load_ps(alpha + j0));
+    const unsigned m = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(v, tv, _CMP_LE_OQ)));
+    const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(lut[m])));
+    const __m256i jv = _mm256_add_epi32(lane, _mm256_set1_epi32(static_cast<int>(j0)));
+    _mm256_storeu_ps(cv + cnt, _mm256_permutevar8x32_ps(v, perm));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ci + cnt), _mm256_permutevar8x32_epi32(jv, perm));
+    cnt += __builtin_popcount(m);
+  }
+  if (cnt < K) return false;
+  if (cnt <= 16) {  // usual case: each candidate's rank by (value, position), no dependency chain
+    _mm256_storeu_ps(cv + cnt, infv);
+    _mm256_storeu_ps(cv + cnt + 8, infv);
+    const __m256 V0 = _mm256_loadu_ps(cv), V1 = _mm256_loadu_ps(cv + 8);
+    int pos[16];
+    for (int p = 0; p < cnt; ++p) {
+      const __m256 vp = _mm256_broadcast_ss(cv + p);
+      const unsigned lt = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(V0, vp, _CMP_LT_OQ))) |
+                          static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(V1, vp, _CMP_LT_OQ))) << 8;
+      const unsigned eq = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(V0, vp, _CMP_EQ_OQ))) |
+                          static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(V1, vp, _CMP_EQ_OQ))) << 8;
+      pos[__builtin_popcount(lt) + __builtin_popcount(eq & ((1u << p) - 1u))] = p;
+    }
+    for (int64_t e = 0; e < K; ++e) out[e] = {cv[pos[e]], ci[pos[e]]};
+    return out[K - 1].d < inf;  // +Inf: the self candidate or an overflow; redo the row
+  }
+  __m256 d0 = infv, d1 = d0;
+  __m256i i0 = _mm256_set1_epi32(-1), i1 = i0;
+  for (int64_t c = 0; c < cnt; ++c)
+    reg_insert<NK>(d0, d1, i0, i1, _mm256_broadcast_ss(cv + c), _mm256_set1_epi32(ci[c]));
+  alignas(32) float dd[16];
+  alignas(32) int32_t ii[16];
+  _mm256_store_ps(dd, d0);
+  _mm256_store_ps(dd + 8, d1);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(ii), i0);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(ii + 8), i1);
+  for (int64_t e = 0; e < K; ++e) {
+    if (ii[e] < 0) return false;
+    out[e] = {dd[e], ii[e]};
+  }
+  return true;
+}
+
+// Exact euclidean distances of query q to the K selected points of its set, four at a
+// time (the query's loads are shared, the horizontal sums combined). Every pair goes
+// through the same operations in the same order (a last partial group repeats its last
+// pair), so duplicate points get bitwise equal distances and ties stay with the index.
+GF_AVX2 void fast_dists(const float* q, const float* S, int64_t D, Entry<float>* top,
+                        int64_t K) {
+  const int64_t D8 = D / 8 * 8;
+  for (int64_t e = 0; e < K; e += 4) {
+    const float* b0 = S + top[e].i * D;
+    const float* b1 = S + top[std::min(e + 1, K - 1)].i * D;
+    const float* b2 = S + top[std::min(e + 2, K - 1)].i * D;
+    const float* b3 = S + top[std::min(e + 3, K - 1)].i * D;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int64_t d = 0; d < D8; d += 8) {
+      const __m256 a = _mm256_loadu_ps(q + d);
+      const __m256 t0 = _mm256_sub_ps(a, _mm256_loadu_ps(b0 + d));
+      const __m256 t1 = _mm256_sub_ps(a, _mm256_loadu_ps(b1 + d));
+      const __m256 t2 = _mm256_sub_ps(a, _mm256_loadu_ps(b2 + d));
+      const __m256 t3 = _mm256_sub_ps(a, _mm256_loadu_ps(b3 + d));
+      s0 = _mm256_fmadd_ps(t0, t0, s0);
+      s1 = _mm256_fmadd_ps(t1, t1, s1);
+      s2 = _mm256_fmadd_ps(t2, t2, s2);
+      s3 = _mm256_fmadd_ps(t3, t3, s3);
+    }
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(s0, s1), _mm256_hadd_ps(s2, s3));
+    alignas(16) float r[4];
+    _mm_store_ps(r, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    for (int64_t d = D8; d < D; ++d) {
+      r[0] += (q[d] - b0[d]) * (q[d] - b0[d]);
+      r[1] += (q[d] - b1[d]) * (q[d] - b1[d]);
+      r[2] += (q[d] - b2[d]) * (q[d] - b2[d]);
+      r[3] += (q[d] - b3[d]) * (q[d] - b3[d]);
+    }
+    _mm_store_ps(r, _mm_sqrt_ps(_mm_load_ps(r)));
+    for (int64_t l = 0; l < 4 && e + l < K; ++l) top[e + l].d = r[l];
+  }
+}
+
+// Generic row: the ranking values in full, then the scalar sorted scan or the heap.
+GF_AVX2 void fast_row_values(const float* g, const float* alpha, float beta, int64_t n,
+                             float* row) {
+  for (int64_t j = 0; j < n; ++j) row[j] = std::fma(beta, g[j], alpha[j]);
+}
+#endif  // GF_FAST_X86
+
+struct FastScratch {
+  AlignedBuf pack, gram, alpha, row, meanf, cand;
+  std::vector<int32_t> cand_idx;
+  std::vector<double> mean;
+  std::vector<Entry<float>> top;
+};
+
+// One set through the fast path; fills its output slots. With check, returns false (and
+// does nothing else) when the set's points hold a NaN / Inf.
+template <typename scalar_t>
+bool fast_set(const float* X, int64_t s, int64_t n, int64_t D, int64_t K, Metric metric,
+              bool loop, int64_t out0, FastScratch& w, int64_t* out_src, int64_t* out_dst,
+              scalar_t* out_dist, bool check) {
+#if GF_FAST_X86
+  const int64_t nb = (n + 15) / 16, ldg = nb * 16;
+  float* pack = w.pack.get(nb * D * 16);
+  float* G = w.gram.get(ldg * ldg);
+  float* alpha = w.alpha.get(ldg);
+  float* meanf = w.meanf.get(D);
+  if (static_cast<int64_t>(w.mean.size()) < D) w.mean.resize(D);
+  if (static_cast<int64_t>(w.top.size()) < K) w.top.resize(K);
+  const float* XS = X + s * D;
+  if (!fast_pack(XS, n, D, metric, pack, alpha, w.mean.data(), meanf, check)) return false;
+  fast_gram(pack, n, D, G, ldg);
+  const float beta = metric == Metric::L2 ? -2.f : -1.f;
+  float* cv = w.cand.get(ldg + 16);
+  if (static_cast<int64_t>(w.cand_idx.size()) < ldg + 16) w.cand_idx.resize(ldg + 16);
+  int32_t* ci = w.cand_idx.data();
+  Entry<float>* tq = w.top.data();
+  for (int64_t q = 0; q < n; ++q) {
+    float* g = G + q * ldg;
+    const int64_t self = loop ? -1 : q;
+    const float gself = g[q];
+    if (!loop) g[q] = -std::numeric_limits<float>::infinity();  // see reg_topk
+    bool done = false;
+    if (K <= 8)
+      done = reg_topk<1>(g, alpha, beta, n, K, cv, ci, tq);
+    else if (K <= kFastRegK)
+      done = reg_topk<2>(g, alpha, beta, n, K, cv, ci, tq);
+    if (!done) {
+      g[q] = gself;
+      float* row = w.row.get(n);
+      fast_row_values(g, alpha, beta, n, row);
+      int64_t count = 0;
+      if (K > kSortedMaxK)
+        scan_heap(row, n, 0, self, K, tq, count);
+      else
+        scan_sorted(row, n, 0, self, K, tq, count);
+    }
+    if (metric == Metric::L2) fast_dists(XS + q * D, XS, D, tq, K);
+    for (int64_t e = 0; e < K; ++e) {
+      float d = tq[e].d;
+      if (metric == Metric::Cosine) d = std::max(d, 0.f);  // (l2: the root is taken already)
+      tq[e].d = static_cast<float>(static_cast<scalar_t>(d));
+    }
+    if (K > kSortedMaxK) std::sort(tq, tq + K, entry_less<float>);
+    for (int64_t e = 1; e < K; ++e) {  // nearly sorted already: insertion sort
+      const Entry<float> v = tq[e];
+      int64_t p = e;
+      while (p > 0 && entry_less(v, tq[p - 1])) {
+        tq[p] = tq[p - 1];
+        --p;
+      }
+      tq[p] = v;
+    }
+    const int64_t o = out0 + q * K;
+    for (int64_t e = 0; e < K; ++e) {
+      out_src[o + e] = s + tq[e].i;
+      out_dst[o + e] = s + q;
+      out_dist[o + e] = static_cast<scalar_t>(tq[e].d);
+    }
+  }
+#endif
+  return true;
+}
+
 struct Item {
   int64_t set, r0, r1;
 };
@@ -247,7 +781,7 @@ struct Item {
 template <typename scalar_t, typename acc_t>
 void knn_cpu_kernel(const at::Tensor& x, const int64_t* ptr, int64_t B, const int64_t* keff,
                     const int64_t* out_off, Metric metric, bool loop, int64_t* out_src,
-                    int64_t* out_dst, scalar_t* out_dist) {
+                    int64_t* out_dst, scalar_t* out_dist, std::atomic<bool>* nonfinite) {
   const int64_t D = x.size(1);
   const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
   // Original points in the accumulation type (no copy for contiguous fp32 / fp64 input).
@@ -259,6 +793,56 @@ void knn_cpu_kernel(const at::Tensor& x, const int64_t* ptr, int64_t B, const in
   // norms, or a transposed copy for the direct metrics.
   at::Tensor prep, sqn_t, small_t;
   const bool gemm = metric == Metric::L2 || metric == Metric::Cosine || metric == Metric::IP;
+  // Sets taken by the fp32 fast path (see fast_set); the rest go through the items below.
+  const bool fast = std::is_same_v<acc_t, float> && gemm && fast_path_available();
+  auto is_fast = [&](int64_t n) { return fast && n <= kFastMaxN; };
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (fast) {
+      std::vector<int64_t> fsets;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t n = ptr[b + 1] - ptr[b];
+        if (n > 0 && keff[b] > 0 && is_fast(n)) fsets.push_back(b);
+      }
+      std::stable_sort(fsets.begin(), fsets.end(), [&](int64_t a, int64_t b) {
+        return ptr[a + 1] - ptr[a] > ptr[b + 1] - ptr[b];
+      });
+      const int64_t nf = static_cast<int64_t>(fsets.size());
+      // Sets left to the generic path below, and points the fast path does not read (sets
+      // with k = 0 too) for the fused NaN / Inf check. Usually none: then this call makes a
+      // single parallel region (each one costs a fork / join, dear on a loaded machine).
+      std::vector<int64_t> rest;
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t n = ptr[b + 1] - ptr[b];
+        if (n > 0 && !(keff[b] > 0 && is_fast(n))) rest.push_back(b);
+      }
+      if (nonfinite && !rest.empty()) {
+        at::parallel_for(0, static_cast<int64_t>(rest.size()), 1, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t b = rest[r];
+            if (!finite_range(X + ptr[b] * D, (ptr[b + 1] - ptr[b]) * D)) *nonfinite = true;
+          }
+        });
+        if (nonfinite->load()) return;
+      }
+      bool any_rest = false;
+      for (const int64_t b : rest) any_rest = any_rest || keff[b] > 0;
+      if (nf > 0) {
+        std::atomic<int64_t> next{0};
+        const int64_t n_workers = std::min<int64_t>(at::get_num_threads(), nf);
+        at::parallel_for(0, n_workers, 1, [&](int64_t, int64_t) {
+          FastScratch w;
+          for (int64_t it = next.fetch_add(1); it < nf; it = next.fetch_add(1)) {
+            const int64_t b = fsets[it];
+            if (!fast_set<scalar_t>(X, ptr[b], ptr[b + 1] - ptr[b], D, keff[b], metric, loop,
+                                    out_off[b], w, out_src, out_dst, out_dist, nonfinite))
+              *nonfinite = true;
+          }
+        });
+        if (nonfinite && nonfinite->load()) return;
+      }
+      if (!any_rest) return;
+    }
+  }
   if (metric == Metric::L2 || metric == Metric::Cosine || !gemm) prep = at::empty_like(xf);
   if (gemm) small_t = at::empty_like(xf);  // transposed operand of the small sets
   acc_t* ST = small_t.defined() ? small_t.data_ptr<acc_t>() : nullptr;
@@ -270,7 +854,7 @@ void knn_cpu_kernel(const at::Tensor& x, const int64_t* ptr, int64_t B, const in
       std::vector<double> mean(D);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t s = ptr[b], n = ptr[b + 1] - ptr[b];
-        if (n == 0 || keff[b] == 0) continue;
+        if (n == 0 || keff[b] == 0 || is_fast(n)) continue;
         if (metric == Metric::L2) {
           std::fill(mean.begin(), mean.end(), 0.0);
           for (int64_t i = s; i < s + n; ++i)
@@ -314,7 +898,7 @@ void knn_cpu_kernel(const at::Tensor& x, const int64_t* ptr, int64_t B, const in
   int64_t kcap = 0;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t n = ptr[b + 1] - ptr[b];
-    if (n == 0 || keff[b] == 0) continue;
+    if (n == 0 || keff[b] == 0 || is_fast(n)) continue;
     kcap = std::max(kcap, keff[b]);
     const int64_t nblk = (n + kQueryBlock - 1) / kQueryBlock;
     const int64_t rows = (n + nblk - 1) / nblk;
@@ -441,22 +1025,33 @@ std::tuple<at::Tensor, at::Tensor> batched_knn_cpu(const at::Tensor& x, const at
     keff[b] = std::max<int64_t>(0, std::min(K[b], loop ? n : n - 1));
     out_off[b + 1] = out_off[b] + n * keff[b];
   }
+  // fp32 input on the fast path: the NaN / Inf check is fused into the kernel (one pass
+  // over x instead of two); everything else is checked here first.
+  const bool fused_check = x.scalar_type() == at::kFloat && fast_path_available() &&
+                           (metric == Metric::L2 || metric == Metric::Cosine || metric == Metric::IP);
   bool finite = true;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batched_knn_cpu",
-                                  [&] { finite = all_finite<scalar_t>(x); });
+  if (!fused_check)
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batched_knn_cpu",
+                                    [&] { finite = all_finite<scalar_t>(x); });
   TORCH_CHECK_VALUE(finite, "graphforge::batched_knn: x contains NaN or Inf");
   const int64_t E = out_off[B];
   at::Tensor edge_index = at::empty({2, E}, ptr.options());
   at::Tensor dist = at::empty({E}, x.options());
-  if (E == 0) return {dist, edge_index};
+  if (E == 0) {
+    if (fused_check)
+      TORCH_CHECK_VALUE(all_finite<float>(x), "graphforge::batched_knn: x contains NaN or Inf");
+    return {dist, edge_index};
+  }
+  std::atomic<bool> nonfinite{false};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "batched_knn_cpu",
                                   [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     knn_cpu_kernel<scalar_t, acc_t>(x, P, B, keff.data(), out_off.data(), metric, loop,
                                     edge_index.data_ptr<int64_t>(),
                                     edge_index.data_ptr<int64_t>() + E,
-                                    dist.data_ptr<scalar_t>());
+                                    dist.data_ptr<scalar_t>(), fused_check ? &nonfinite : nullptr);
   });
+  TORCH_CHECK_VALUE(!nonfinite.load(), "graphforge::batched_knn: x contains NaN or Inf");
   return {dist, edge_index};
 }
 
