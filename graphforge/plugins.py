@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "graphforge.builtin.datasets.embeddings",
     "graphforge.builtin.converters.none",
     "graphforge.builtin.converters.dyn_knn",
+    "graphforge.builtin.converters.som",
     "graphforge.builtin.models.mlp",
     "graphforge.builtin.models.knn",
     "graphforge.builtin.models.cnn",

@@ -152,9 +152,18 @@ def check_converter(entry: Entry) -> None:
         out_spec = conv.output_spec(spec)
         assert isinstance(out_spec, InputSpec), f"{label}.output_spec must return an InputSpec"
         if conv.level == "dataset":
-            graph = conv.convert(synthetic_splits(kind, shape=spec.shape))
-            for attr in ("x", "edge_index", "y", "train_mask", "val_mask", "test_mask"):
+            data = synthetic_splits(kind, shape=spec.shape)
+            graph = conv.convert(data)
+            splits = ("train", "val", "test")
+            mapped = all(getattr(graph, f"{s}_index", None) is not None for s in splits)
+            needed = [f"{s}_{a}" for s in splits for a in ("index", "y")] if mapped else ["y", *[f"{s}_mask" for s in splits]]
+            for attr in ("x", "edge_index", *needed):
                 assert getattr(graph, attr, None) is not None, f"{label}: graph lacks {attr}"
+            if mapped:
+                for s in splits:
+                    index = getattr(graph, f"{s}_index")
+                    assert len(index) == len(getattr(data, s)), f"{label}: {s}_index must give one node per sample"
+                    assert int(index.min()) >= 0 and int(index.max()) < graph.num_nodes, f"{label}: {s}_index out of range"
             _check_edge_index(graph.edge_index, graph.num_nodes, label)
             continue
         module = conv.build(spec)

@@ -131,13 +131,15 @@ def bench_train(image_size: int, channels: int, batch_size: int, num_classes: in
     click.echo(train_bench.format_table(results))
 
 
-def _attach_knn_classifier() -> None:
+def _attach_commands() -> None:
     from graphforge.bench.knn_classifier import knn_classifier_command
+    from graphforge.bench.som import som_command
 
     bench.add_command(knn_classifier_command)
+    bench.add_command(som_command)
 
 
-_attach_knn_classifier()
+_attach_commands()
 
 
 @hookimpl
