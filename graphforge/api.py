@@ -9,14 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphforge.config import RunConfig, route_options
+from graphforge.config import RunConfig
 from graphforge.core.converter import Converter
 from graphforge.core.data import InputSpec
 from graphforge.core.dataset import Dataset
 from graphforge.core.model import FitModel, Model
 from graphforge.engine.network import GraphforgeNet, Normalizer
 from graphforge.engine.rundir import BEST_CHECKPOINT, RunDirectory
-from graphforge.engine.runner import RunResult, execute, sample_features
+from graphforge.engine.runner import RunResult, build_plugins, execute, sample_features
 from graphforge.engine.tasks import iterate_batches
 from graphforge.plugins import get_registry
 
@@ -152,14 +152,9 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     rundir = RunDirectory.open(run_dir)
     config = RunConfig.from_dict(rundir.read_config())
     ckpt = rundir.load(BEST_CHECKPOINT)
-    entries = {
-        "dataset": get_registry("dataset").get(config.dataset),
-        "converter": get_registry("converter").get(config.converter),
-        "model": get_registry("model").get(config.model),
-    }
-    opts = route_options(config.options, entries)
-    converter: Converter = entries["converter"].create(**opts["converter"])
-    model: Model = entries["model"].create(**opts["model"])
+    plugins, _ = build_plugins(config)
+    converter: Converter = plugins["converter"]
+    model: Model = plugins["model"]
     spec = InputSpec(ckpt["spec"]["kind"], tuple(ckpt["spec"]["shape"]))
     out_spec = InputSpec(ckpt["out_spec"]["kind"], tuple(ckpt["out_spec"]["shape"]))
     num_classes = int(ckpt["num_classes"])

@@ -76,10 +76,14 @@ class RunDirectory:
         """Return the path of a file inside the run directory."""
         return self.path / name
 
+    def plots_dir(self) -> Path:
+        """Return the ``plots/`` folder (created if missing)."""
+        (self.path / PLOTS_DIR).mkdir(exist_ok=True)
+        return self.path / PLOTS_DIR
+
     def plot_path(self, name: str) -> Path:
         """Return the path of a plot inside ``plots/``."""
-        (self.path / PLOTS_DIR).mkdir(exist_ok=True)
-        return self.path / PLOTS_DIR / name
+        return self.plots_dir() / name
 
     # --- writing -----------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:

@@ -68,9 +68,12 @@ class Plan:
     device: torch.device
 
 
-def plan_run(config: RunConfig) -> Plan:
-    """Check the config and build the plugins (nothing is written yet)."""
-    config.validate()
+def build_plugins(config: RunConfig) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Build the run's dataset, converter and model from their names and routed options.
+
+    Returns:
+        ``({"dataset": ..., "converter": ..., "model": ...}, options by role)``.
+    """
     entries = {
         "dataset": get_registry("dataset").get(config.dataset),
         "converter": get_registry("converter").get(config.converter),
@@ -85,6 +88,13 @@ def plan_run(config: RunConfig) -> Plan:
                 f"{role} plugin {entries[role].name!r} (from {entries[role].plugin!r}) built a "
                 f"{type(obj).__name__}, not a graphforge.{expected[role].__name__}"
             )
+    return instances, options
+
+
+def plan_run(config: RunConfig) -> Plan:
+    """Check the config and build the plugins (nothing is written yet)."""
+    config.validate()
+    instances, options = build_plugins(config)
     device = resolve_device(config.device)
     return Plan(config, instances["dataset"], instances["converter"], instances["model"], options, device)
 
@@ -190,9 +200,8 @@ def _finish(
                                 f"{title}: test accuracy {test['accuracy']:.4f}")
     if history:
         plots.plot_learning_curves(history, rundir.plot_path("learning_curves.png"), title)
-    plot_dir = rundir.plot_path("learning_curves.png").parent
     for plugin in (plan.converter, plan.model):
-        plugin.write_plots(history, plot_dir)
+        plugin.write_plots(history, rundir.plots_dir())
     metrics.update(plan.converter.report(rundir) or {})
     rundir.write_metrics(metrics)
     return metrics
