@@ -24,6 +24,20 @@ Metric parse_metric(c10::string_view name) {
                     "'; choose one of l2, cosine, l1, linf, ip");
 }
 
+int64_t check_knn_arguments(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& k) {
+  TORCH_CHECK_VALUE(x.dim() == 2, "graphforge::batched_knn: x must be 2-D [N, D], got ",
+                    x.dim(), "-D");
+  TORCH_CHECK_VALUE(at::isFloatingType(x.scalar_type()),
+                    "graphforge::batched_knn: x must be floating point, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(ptr.dim() == 1 && ptr.size(0) >= 1 && ptr.scalar_type() == at::kLong,
+                    "graphforge::batched_knn: ptr must be a 1-D int64 tensor [B + 1]");
+  const int64_t B = ptr.size(0) - 1;
+  TORCH_CHECK_VALUE(k.dim() == 1 && k.size(0) == B && k.scalar_type() == at::kLong,
+                    "graphforge::batched_knn: k must be a 1-D int64 tensor with one entry per "
+                    "set (", B, "), got shape ", k.sizes());
+  return B;
+}
+
 }  // namespace graphforge
 
 // Output order: dist first, so that generic tooling that sums the outputs (opcheck's

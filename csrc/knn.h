@@ -27,6 +27,10 @@ enum class Metric : int { L2 = 0, Cosine = 1, L1 = 2, Linf = 3, IP = 4 };
 // Throws (TORCH_CHECK_VALUE) on an unknown name.
 Metric parse_metric(c10::string_view name);
 
+// Checks the shapes and dtypes every backend needs (x [N, D] floating, ptr [B + 1] int64,
+// k [B] int64) and returns B. Devices are checked by each backend. (csrc/graphforge.cpp)
+int64_t check_knn_arguments(const at::Tensor& x, const at::Tensor& ptr, const at::Tensor& k);
+
 // CPU kernel (csrc/cpu/knn_cpu.cpp); returns (dist, edge_index) like the op. Exposed so
 // that the C++ test can call it directly.
 std::tuple<at::Tensor, at::Tensor> batched_knn_cpu(const at::Tensor& x,

@@ -997,18 +997,9 @@ std::tuple<at::Tensor, at::Tensor> batched_knn_cpu(const at::Tensor& x, const at
                                                    const at::Tensor& k,
                                                    c10::string_view metric_name, bool loop) {
   const Metric metric = parse_metric(metric_name);
-  TORCH_CHECK_VALUE(x.dim() == 2, "graphforge::batched_knn: x must be 2-D [N, D], got ",
-                    x.dim(), "-D");
-  TORCH_CHECK_VALUE(at::isFloatingType(x.scalar_type()),
-                    "graphforge::batched_knn: x must be floating point, got ", x.scalar_type());
   TORCH_CHECK(x.device().is_cpu() && ptr.device().is_cpu() && k.device().is_cpu(),
               "graphforge::batched_knn (CPU): x, ptr and k must all be CPU tensors");
-  TORCH_CHECK_VALUE(ptr.dim() == 1 && ptr.size(0) >= 1 && ptr.scalar_type() == at::kLong,
-                    "graphforge::batched_knn: ptr must be a 1-D int64 tensor [B + 1]");
-  const int64_t B = ptr.size(0) - 1;
-  TORCH_CHECK_VALUE(k.dim() == 1 && k.size(0) == B && k.scalar_type() == at::kLong,
-                    "graphforge::batched_knn: k must be a 1-D int64 tensor with one entry per "
-                    "set (", B, "), got shape ", k.sizes());
+  const int64_t B = check_knn_arguments(x, ptr, k);
   const at::Tensor ptr_c = ptr.contiguous(), k_c = k.contiguous();
   const int64_t* P = ptr_c.data_ptr<int64_t>();
   const int64_t* K = k_c.data_ptr<int64_t>();

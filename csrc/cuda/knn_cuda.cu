@@ -325,18 +325,9 @@ std::tuple<at::Tensor, at::Tensor> batched_knn_cuda(const at::Tensor& x, const a
                                                     const at::Tensor& k,
                                                     c10::string_view metric_name, bool loop) {
   const Metric metric = parse_metric(metric_name);
-  TORCH_CHECK_VALUE(x.dim() == 2, "graphforge::batched_knn: x must be 2-D [N, D], got ",
-                    x.dim(), "-D");
-  TORCH_CHECK_VALUE(at::isFloatingType(x.scalar_type()),
-                    "graphforge::batched_knn: x must be floating point, got ", x.scalar_type());
   TORCH_CHECK(x.is_cuda() && ptr.device() == x.device() && k.device() == x.device(),
               "graphforge::batched_knn (CUDA): x, ptr and k must be on the same CUDA device");
-  TORCH_CHECK_VALUE(ptr.dim() == 1 && ptr.size(0) >= 1 && ptr.scalar_type() == at::kLong,
-                    "graphforge::batched_knn: ptr must be a 1-D int64 tensor [B + 1]");
-  const int64_t B = ptr.size(0) - 1;
-  TORCH_CHECK_VALUE(k.dim() == 1 && k.size(0) == B && k.scalar_type() == at::kLong,
-                    "graphforge::batched_knn: k must be a 1-D int64 tensor with one entry per "
-                    "set (", B, "), got shape ", k.sizes());
+  const int64_t B = check_knn_arguments(x, ptr, k);
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::Tensor xc = x.contiguous(), ptr_c = ptr.contiguous(), k_c = k.contiguous();
