@@ -164,8 +164,8 @@ def test_clear_errors():
     bad[3, 4] = np.nan
     with pytest.raises(DataError, match="NaN"):
         KNNClassifier(k=3).fit(bad, y)
-    with pytest.raises(ConfigError, match="unknown metric 'chebyshev'"):
-        KNNClassifier(metric="chebyshev")
+    with pytest.raises(ConfigError, match="unknown metric 'hamming'"):
+        KNNClassifier(metric="hamming")
     with pytest.raises(ConfigError, match="weights must be one of uniform, distance"):
         KNNClassifier(weights="gaussian")
     with pytest.raises(DataError, match="one label per sample"):

@@ -101,6 +101,8 @@ class KNNClassifier:
         self.metric = canonical_metric(metric)
         if weights not in WEIGHTS:
             raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        if weights == "distance" and self.metric == "ip":
+            raise ConfigError("weights='distance' (1 / d) needs a distance; the ip metric's is -<q, x>, use uniform")
         self.weights = weights
         if batch_size is not None:
             _check_k(batch_size, "batch_size")
