@@ -13,11 +13,13 @@ from graphforge.config import RunConfig
 from graphforge.core.converter import Converter
 from graphforge.core.data import InputSpec
 from graphforge.core.dataset import Dataset
-from graphforge.core.model import FitModel, Model
+from graphforge.core.embedder import Embedder
+from graphforge.core.model import FitModel, GraphFitModel, Model
 from graphforge.engine.network import GraphforgeNet, Normalizer
 from graphforge.engine.rundir import BEST_CHECKPOINT, RunDirectory
 from graphforge.engine.runner import RunResult, build_plugins, execute, sample_features
 from graphforge.engine.tasks import iterate_batches
+from graphforge.errors import GraphforgeError
 from graphforge.plugins import get_registry
 
 __all__ = [
@@ -25,9 +27,11 @@ __all__ = [
     "TrainedRun",
     "get_converter",
     "get_dataset",
+    "get_embedder",
     "get_model",
     "list_converters",
     "list_datasets",
+    "list_embedders",
     "list_models",
     "load_run",
     "run",
@@ -49,6 +53,11 @@ def list_models() -> list[str]:
     return get_registry("model").names()
 
 
+def list_embedders() -> list[str]:
+    """Return the names of every registered embedder."""
+    return get_registry("embedder").names()
+
+
 def get_dataset(name: str, **options: Any) -> Dataset:
     """Build the dataset ``name`` with plugin options.
 
@@ -67,6 +76,17 @@ def get_converter(name: str, **options: Any) -> Converter:
 def get_model(name: str, **options: Any) -> Model:
     """Build the model ``name`` with plugin options (see :func:`get_dataset`)."""
     return get_registry("model").get(name).create(**options)
+
+
+def get_embedder(name: str, **options: Any) -> Embedder:
+    """Build the embedder ``name`` with plugin options (see :func:`get_dataset`).
+
+    Example:
+        >>> vgg = graphforge.get_embedder("vgg16", weights="vgg16.pth")  # doctest: +SKIP
+        >>> from graphforge.embedding_cache import cached_embed  # doctest: +SKIP
+        >>> vectors = cached_embed(vgg, images, device="cpu", batch_size=64)  # doctest: +SKIP
+    """
+    return get_registry("embedder").get(name).create(**options)
 
 
 def run(
@@ -115,7 +135,9 @@ class TrainedRun:
     Attributes:
         config: The run's configuration.
         net: The trained network (gradient models), in eval mode.
-        model: The fitted model (fit models such as ``knn``).
+        model: The fitted model (fit models such as ``knn``; graph-fit models such as
+            ``label_prop``, whose ``model.predict_proba()`` gives the fitted graph's node
+            probabilities).
         class_names: Class names in label order.
     """
 
@@ -124,10 +146,23 @@ class TrainedRun:
     model: Model
     class_names: list[str]
     _prefix: nn.Module | None = None
+    _transductive: bool = False
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Return class probabilities for raw samples ``x`` (same layout as the dataset's)."""
+        """Return class probabilities for raw samples ``x`` (same layout as the dataset's).
+
+        Raises:
+            graphforge.GraphforgeError: For a run on a dataset graph (transductive): its
+                predictions exist only for the nodes of the graph it was trained on.
+        """
+        if self._transductive:
+            hint = ("its node probabilities are model.predict_proba()" if isinstance(self.model, GraphFitModel)
+                    else "its network (net) takes that whole graph")
+            raise GraphforgeError(
+                f"run of {self.config.converter!r} + {self.config.model!r} is transductive: it predicts the "
+                f"nodes of one dataset graph, not new samples; {hint}"
+            )
         if isinstance(self.model, FitModel):
             assert self._prefix is not None
             return self.model.predict_proba(sample_features(self._prefix, x, torch.device("cpu"), batch_size))
@@ -144,7 +179,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     """Load the best checkpoint of a run for prediction (on the CPU).
 
     Only runs of per-sample converters can predict new samples; a dataset-level
-    (transductive) run loads its network for inspection.
+    (transductive) run loads its network, or its graph-fit model with the fitted node
+    probabilities, for inspection (its ``predict`` raises a clear error).
 
     Raises:
         graphforge.DataError: If the directory or checkpoint is missing or corrupt.
@@ -163,9 +199,12 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         prefix.load_state_dict(ckpt["prefix"])
         model.load_state_dict(ckpt["fit_state"])
         return TrainedRun(config, None, model, ckpt["class_names"], prefix.eval())
+    if isinstance(model, GraphFitModel):
+        model.load_state_dict(ckpt["graph_fit_state"])
+        return TrainedRun(config, None, model, ckpt["class_names"], _transductive=True)
     if converter.level == "dataset":
         net = model.build(out_spec, num_classes)
     else:
         net = GraphforgeNet(Normalizer.empty(spec), converter.build(spec), model.build(out_spec, num_classes))
     net.load_state_dict(ckpt["net"])
-    return TrainedRun(config, net.eval(), model, ckpt["class_names"])
+    return TrainedRun(config, net.eval(), model, ckpt["class_names"], _transductive=converter.level == "dataset")

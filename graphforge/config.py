@@ -29,13 +29,16 @@ class RunConfig:
             ``model.key`` when more than one does.
         data_root: Directory or file with the dataset's files.
         download: Whether the dataset may fetch missing files.
-        epochs: Training epochs (default: the model's own default).
+        epochs: Training epochs (default: the model's own default for mini-batch
+            training; 200 for full-graph training on a dataset graph).
         batch_size: Mini-batch size.
-        lr: Peak learning rate of AdamW.
+        lr: Peak learning rate of AdamW (default: 1e-3 for mini-batch training, 1e-2
+            for full-graph training, where each epoch is one optimiser step).
         weight_decay: AdamW weight decay.
         lr_schedule: ``cosine``, ``step`` (x0.1 at 50 % and 75 % of training) or ``none``.
         patience: Stop after this many epochs without a better validation score
-            (0 disables early stopping).
+            (0 disables early stopping; default: 10 for mini-batch training, 20 for
+            full-graph training).
         seed: Seed for splits, initialisation and shuffling.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         out: Run directory (default ``runs/<timestamp>-<converter>-<model>``).
@@ -51,10 +54,10 @@ class RunConfig:
     download: bool = False
     epochs: int | None = None
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float | None = None
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"
-    patience: int = 10
+    patience: int | None = None
     seed: int = 0
     device: str = "auto"
     out: str | None = None
@@ -69,11 +72,11 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a plugin name, got {value!r}")
         _check_int(self.epochs, "epochs", minimum=1, optional=True)
         _check_int(self.batch_size, "batch_size", minimum=1)
-        _check_int(self.patience, "patience", minimum=0)
+        _check_int(self.patience, "patience", minimum=0, optional=True)
         _check_int(self.seed, "seed", minimum=0)
         _check_int(self.limit_train, "limit_train", minimum=1, optional=True)
         _check_int(self.limit_test, "limit_test", minimum=1, optional=True)
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")

@@ -4,8 +4,8 @@ A plugin is a module or object with functions decorated by
 ``graphforge.hookimpl`` whose names match the specs below. Each ``register``
 callback takes ``register(name, factory, description=None)``; ``factory`` is
 usually a class deriving from :class:`graphforge.Dataset`,
-:class:`graphforge.Converter` or :class:`graphforge.Model`, and is called with the
-user's options to make an instance.
+:class:`graphforge.Converter`, :class:`graphforge.Model` or
+:class:`graphforge.Embedder`, and is called with the user's options to make an instance.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ def register_converters(register: Any) -> None:
 @hookspec
 def register_models(register: Any) -> None:
     """Register models by calling ``register(name, factory)`` for each."""
+
+
+@hookspec
+def register_embedders(register: Any) -> None:
+    """Register embedders (samples -> feature vectors) by calling ``register(name, factory)`` for each."""
 
 
 @hookspec

@@ -35,17 +35,23 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "graphforge.builtin.converters.none",
     "graphforge.builtin.converters.dyn_knn",
     "graphforge.builtin.converters.som",
+    "graphforge.builtin.converters.similarity",
     "graphforge.builtin.models.mlp",
     "graphforge.builtin.models.knn",
     "graphforge.builtin.models.cnn",
     "graphforge.builtin.models.gnn",
+    "graphforge.builtin.models.label_prop",
+    "graphforge.builtin.embedders.pixels",
+    "graphforge.builtin.embedders.backbones",
     "graphforge.builtin.commands.bench",
+    "graphforge.builtin.commands.similarity",
 )
 
 _HOOK_OF_KIND = {
     "dataset": "register_datasets",
     "converter": "register_converters",
     "model": "register_models",
+    "embedder": "register_embedders",
 }
 
 
@@ -197,7 +203,7 @@ def _build_registries(pm: pluggy.PluginManager) -> dict[str, Registry]:
 
 
 def get_registries() -> dict[str, Registry]:
-    """Return the dataset, converter and model registries (rebuilt when plugins change)."""
+    """Return the registries of every kind (rebuilt when plugins change)."""
     global _registries, _registries_key
     pm = get_plugin_manager()
     with _lock:
@@ -209,7 +215,7 @@ def get_registries() -> dict[str, Registry]:
 
 
 def get_registry(kind: str) -> Registry:
-    """Return the registry of one kind: ``"dataset"``, ``"converter"`` or ``"model"``."""
+    """Return the registry of one kind: ``"dataset"``, ``"converter"``, ``"model"`` or ``"embedder"``."""
     return get_registries()[kind]
 
 

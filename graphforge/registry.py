@@ -1,4 +1,4 @@
-"""Registries of datasets, converters and models, filled by plugin hooks."""
+"""Registries of datasets, converters, models and embedders, filled by plugin hooks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from graphforge.errors import ConfigError, PluginError, UnknownPluginError
 
-KINDS = ("dataset", "converter", "model")
+KINDS = ("dataset", "converter", "model", "embedder")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Entry:
     """One registered plugin object.
 
     Attributes:
-        kind: ``"dataset"``, ``"converter"`` or ``"model"``.
+        kind: ``"dataset"``, ``"converter"``, ``"model"`` or ``"embedder"``.
         name: The name users type (``--model sage``).
         factory: Callable (usually a class) building an instance from options.
         plugin: Name of the plugin that registered it.

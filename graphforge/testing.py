@@ -12,12 +12,14 @@ Plugin authors run them in their own test suite::
 Each check builds the plugin with its default options, runs a forward pass on
 small synthetic input of every kind it accepts, checks the output shapes,
 that gradients flow, that a state-dict round trip gives identical outputs, and
-that bad options and unsupported inputs raise clear graphforge errors.
+that bad options and unsupported inputs raise clear graphforge errors. Embedders
+are checked for ``[N, output_dim]`` float32 output that is finite and deterministic.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any
 
 import torch
@@ -26,7 +28,8 @@ from torch import nn
 from graphforge.core.converter import Converter
 from graphforge.core.data import GRAPH_KINDS, DataSplits, InputSpec, Split
 from graphforge.core.dataset import Dataset
-from graphforge.core.model import FitModel, Model
+from graphforge.core.embedder import Embedder
+from graphforge.core.model import FitModel, GraphFitModel, Model
 from graphforge.errors import ConfigError, DataError, GraphforgeError
 from graphforge.plugins import get_registry
 from graphforge.registry import Entry
@@ -124,7 +127,7 @@ def check_registration(entry: Entry) -> Any:
     return obj
 
 
-def _check_unsupported_kinds(obj: Converter | Model, label: str) -> None:
+def _check_unsupported_kinds(obj: Converter | Model | Embedder, label: str) -> None:
     for kind, spec in SAMPLE_SPECS.items():
         if kind not in obj.inputs:
             try:
@@ -203,6 +206,10 @@ def check_model(entry: Entry) -> None:
     for kind in sorted(model.inputs):
         spec = _spec(specs, kind, label)
         model.check_input(spec)
+        if isinstance(model, GraphFitModel):
+            assert kind == "graph", f"{label} is a GraphFitModel, so it takes one dataset graph, not {kind!r}"
+            _check_graph_fit_model(entry, spec, label)
+            continue
         if isinstance(model, FitModel):
             if kind in GRAPH_KINDS:
                 continue
@@ -235,6 +242,26 @@ def check_model(entry: Entry) -> None:
             assert torch.equal(net(x), clone(x)), f"{label}: state-dict round trip changed the output"
 
 
+def _check_graph_fit_model(entry: Entry, spec: InputSpec, label: str) -> None:
+    """fit_predict on a synthetic graph: shape, distributions, training labels only, reload."""
+    graph = synthetic_input(spec)
+    graph.edge_weight = torch.rand(graph.edge_index.shape[1], generator=torch.Generator().manual_seed(1)) + 0.1
+    fitted = _default_instance(entry)
+    proba = fitted.fit_predict(graph, NUM_CLASSES)
+    n = int(graph.num_nodes)
+    assert isinstance(proba, torch.Tensor) and tuple(proba.shape) == (n, NUM_CLASSES), (
+        f"{label}: fit_predict shape {tuple(getattr(proba, 'shape', ()))}, expected {(n, NUM_CLASSES)}")
+    assert bool(torch.isfinite(proba).all()) and bool((proba >= 0).all()), f"{label}: probabilities must be finite and >= 0"
+    assert torch.allclose(proba.sum(1).double(), torch.ones(n, dtype=torch.float64), atol=1e-5), f"{label}: rows must sum to 1"
+    hidden = graph.clone()
+    hidden.y = torch.where(hidden.train_mask, hidden.y, (hidden.y + 1) % NUM_CLASSES)
+    again = _default_instance(entry).fit_predict(hidden, NUM_CLASSES)
+    assert torch.equal(again, proba), f"{label}: fit_predict must use only the training labels (and be deterministic)"
+    reloaded = _default_instance(entry)
+    reloaded.load_state_dict(fitted.state_dict())
+    assert torch.equal(reloaded.predict_proba(), proba), f"{label}: state-dict round trip changed the output"
+
+
 def check_dataset(entry: Entry, root: Any = None) -> None:
     """A dataset loads deterministically (or, needing files, fails clearly without them)."""
     ds: Dataset = check_registration(entry)
@@ -253,14 +280,57 @@ def check_dataset(entry: Entry, root: Any = None) -> None:
     assert torch.equal(a.test.y, b.test.y) and torch.equal(a.train.x, b.train.x), f"{label}: same seed, different data"
 
 
-_CHECKS = {"dataset": check_dataset, "converter": check_converter, "model": check_model}
+def check_embedder(entry: Entry) -> None:
+    """Registration, output shape / dtype / determinism and input checks of an embedder.
+
+    The embedder is built with its class's ``contract_options`` (e.g. ``weights="random"``
+    and a small ``image_size`` for CNN backbones, whose ``weights`` has no default).
+    """
+    label = f"embedder {entry.name!r}"
+    assert entry.name and entry.name == entry.name.strip(), f"bad name {entry.name!r}"
+    assert entry.describe(), f"{label} has no description (pass one to register or add a docstring)"
+    options = dict(getattr(entry.factory, "contract_options", {}) or {})
+    required = [k for k, v in entry.options().items() if v is inspect.Parameter.empty and k not in options]
+    assert not required, f"{label} has required options {required}; give them defaults or contract_options"
+    emb = entry.create(**options)
+    assert isinstance(emb, Embedder), f"{entry.name!r} builds a {type(emb).__name__}, not an Embedder"
+    repr(emb)
+    _check_bad_option(entry)
+    assert emb.inputs, f"{label} accepts no input kind"
+    _check_unsupported_kinds(emb, label)
+    key = emb.cache_key()
+    json.dumps(key, sort_keys=True)  # the cache hashes it as JSON
+    twin = entry.create(**options)
+    assert twin.cache_key() == key, f"{label}: two instances with the same options have different cache keys"
+    specs = _specs_for(emb)
+    cpu = torch.device("cpu")
+    for kind in sorted(set(emb.inputs) - set(GRAPH_KINDS)):
+        spec = _spec(specs, kind, label)
+        emb.check_input(spec)
+        dim = emb.output_dim(spec)
+        assert isinstance(dim, int) and dim > 0, f"{label}.output_dim must be a positive int, got {dim!r}"
+        x = synthetic_input(spec, batch=3)
+        if kind == "images":  # datasets give uint8 0..255 or float 0..1: both must agree
+            x = (x * 255).round().to(torch.uint8)
+        out = emb.embed(x, cpu, 2)  # batches of 2 over 3 samples: a partial last batch
+        assert isinstance(out, torch.Tensor) and tuple(out.shape) == (len(x), dim), (
+            f"{label}: embed gave {tuple(getattr(out, 'shape', ()))} for {kind}, expected {(len(x), dim)}")
+        assert out.dtype == torch.float32 and out.device == cpu, f"{label}: embed must return float32 on the CPU"
+        assert bool(torch.isfinite(out).all()), f"{label}: non-finite embeddings"
+        assert torch.equal(twin.embed(x, cpu, 2), out), f"{label}: same options and input, different embeddings"
+        if kind == "images":
+            scaled = emb.embed(x.float() / 255, cpu, 2)
+            assert torch.allclose(scaled, out, rtol=1e-4, atol=1e-5), f"{label}: uint8 and [0, 1] float images differ"
+
+
+_CHECKS = {"dataset": check_dataset, "converter": check_converter, "model": check_model, "embedder": check_embedder}
 
 
 def check_registered(kind: str, name: str) -> None:
     """Run the contract checks of one registered plugin object.
 
     Args:
-        kind: ``"dataset"``, ``"converter"`` or ``"model"``.
+        kind: ``"dataset"``, ``"converter"``, ``"model"`` or ``"embedder"``.
         name: The registered name.
 
     Raises:

@@ -81,7 +81,8 @@ def test_impossible_option_values_are_usage_errors(runner, args):
     assert "Traceback" not in res.output
 
 
-@pytest.mark.parametrize("what, builtin", [("datasets", "digits"), ("converters", "none"), ("models", "mlp")])
+@pytest.mark.parametrize("what, builtin", [("datasets", "digits"), ("converters", "none"), ("models", "mlp"),
+                                           ("embedders", "pixels")])
 def test_list_json(runner, what, builtin):
     res = invoke(runner, ["list", what, "--json"])
     assert res.exit_code == 0
@@ -95,7 +96,8 @@ def test_list_json(runner, what, builtin):
 
 
 def test_list_names_every_builtin_with_its_plugin(runner):
-    for what, kind in (("datasets", "dataset"), ("converters", "converter"), ("models", "model")):
+    for what, kind in (("datasets", "dataset"), ("converters", "converter"), ("models", "model"),
+                       ("embedders", "embedder")):
         rows = json.loads(invoke(runner, ["list", what, "--json"]).stdout)
         assert {r["name"] for r in rows} == set(getattr(graphforge, f"list_{what}")())
         assert all(r["kind"] == kind and r["plugin"] for r in rows)

@@ -35,8 +35,9 @@ def test_every_hook_is_documented(hook):
     assert hook in README, f"README does not mention {hook}"
 
 
-def test_hooks_are_the_expected_four():
-    assert sorted(HOOKS) == ["register_commands", "register_converters", "register_datasets", "register_models"]
+def test_hooks_are_the_expected_five():
+    assert sorted(HOOKS) == ["register_commands", "register_converters", "register_datasets", "register_embedders",
+                             "register_models"]
 
 
 def test_quickstart_has_two_commands_and_ci_runs_the_second():

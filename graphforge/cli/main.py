@@ -21,7 +21,7 @@ from click.core import ParameterSource
 from graphforge._version import __version__
 from graphforge.errors import GraphforgeError
 
-_KIND_OF_LISTING = {"datasets": "dataset", "converters": "converter", "models": "model"}
+_KIND_OF_LISTING = {"datasets": "dataset", "converters": "converter", "models": "model", "embedders": "embedder"}
 
 
 class GraphforgeGroup(click.Group):
@@ -71,16 +71,19 @@ def cli() -> None:
 @click.option("--model", default="mlp", show_default=True, help="Model plugin name.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Plugin option (repeatable); prefix as model.KEY when several plugins take KEY.")
+@click.option("--metric", help="Shortcut for -o converter.metric=METRIC (similarity, dyn_knn).")
+@click.option("--threshold", type=float, help="Shortcut for -o converter.threshold=T (similarity graphs).")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Directory or file holding the dataset.")
 @click.option("--download/--no-download", default=False, help="Fetch missing dataset files (needs internet).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (default: the model's).")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Training epochs [the model's default; 200 for full-graph training].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
-              help="Peak AdamW learning rate.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Peak AdamW learning rate [1e-3 mini-batch; 1e-2 full-graph training].")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(["cosine", "step", "none"]), default="cosine", show_default=True)
-@click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Early-stopping patience in epochs (0: off).")
+@click.option("--patience", type=click.IntRange(min=0),
+              help="Early-stopping patience in epochs, 0: off [10 mini-batch; 20 full-graph training].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -93,13 +96,14 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.pass_context
 def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], resume: Path | None,
-        as_json: bool, quiet: bool, **params: Any) -> None:
+        metric: str | None, threshold: float | None, as_json: bool, quiet: bool, **params: Any) -> None:
     """Train and evaluate MODEL on DATASET turned into graphs by CONVERTER.
 
     \b
     Examples:
       graphforge run --converter none --model mlp
       graphforge run --converter none --model mlp -o hidden=128 --epochs 20 --json
+      graphforge run --converter similarity --model gcn --metric cosine --threshold 0.8
     """
     from graphforge.api import run as api_run
     from graphforge.config import load_config_file, parse_option
@@ -118,6 +122,9 @@ def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], 
             settings[key] = str(settings[key])
     merged = dict(file_options)
     merged.update(parse_option(o) for o in options)
+    for key, value in (("metric", metric), ("threshold", threshold)):
+        if value is not None:
+            merged[f"converter.{key}"] = value
     result = api_run(options=merged, resume=resume, progress=sys.stderr.isatty() and not quiet, **settings)
     if as_json:
         click.echo(json.dumps(result.metrics))
@@ -154,7 +161,7 @@ def _entry_dict(entry: Any) -> dict[str, Any]:
 @click.argument("what", type=click.Choice(sorted(_KIND_OF_LISTING)))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(what: str, as_json: bool) -> None:
-    """List the registered datasets, converters or models."""
+    """List the registered datasets, converters, models or embedders."""
     from graphforge.plugins import get_registry
 
     entries = [_entry_dict(e) for e in get_registry(_KIND_OF_LISTING[what])]

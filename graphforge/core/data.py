@@ -121,3 +121,51 @@ class DataSplits:
     def sizes(self) -> dict[str, int]:
         """Return the number of samples of each split."""
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+#: The three splits, in the order graphforge reports them.
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+
+
+def check_graph_splits(graph: object) -> bool:
+    """Check that a dataset graph says which nodes hold which split's samples.
+
+    A dataset converter's graph (see :class:`graphforge.Converter`) either has the
+    samples as nodes, with ``y`` and ``train_mask`` / ``val_mask`` / ``test_mask``, or
+    maps samples onto nodes with ``{split}_index`` (each sample's node) and
+    ``{split}_y`` (its label).
+
+    Returns:
+        ``True`` for the mapped layout, ``False`` for the masks layout.
+
+    Raises:
+        DataError: Naming the first missing attribute.
+    """
+    mapped = all(getattr(graph, f"{s}_index", None) is not None for s in SPLIT_NAMES)
+    needed = [f"{s}_{a}" for s in SPLIT_NAMES for a in ("index", "y")] if mapped else ["y", *[f"{s}_mask" for s in SPLIT_NAMES]]
+    for attr in needed:
+        if getattr(graph, attr, None) is None:
+            raise DataError(
+                f"the converter's graph has no {attr!r}; a dataset converter must set y and the three "
+                "masks, or {split}_index and {split}_y for train, val and test"
+            )
+    return mapped
+
+
+def graph_split_nodes(graph: object, split: str, mapped: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the node of each sample of ``split`` (int64 ``[n]``) and the samples' labels ``[n]``.
+
+    Args:
+        graph: A dataset graph (either layout of :func:`check_graph_splits`).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        mapped: The layout, when already known from :func:`check_graph_splits`.
+    """
+    if mapped is None:
+        mapped = check_graph_splits(graph)
+    if mapped:
+        return getattr(graph, f"{split}_index").long(), getattr(graph, f"{split}_y").long()
+    mask = getattr(graph, f"{split}_mask")
+    labels: torch.Tensor = graph.y  # type: ignore[attr-defined]
+    if mask.dtype != torch.bool:  # an index tensor instead of a mask
+        return mask.long(), labels[mask].long()
+    return mask.nonzero().view(-1), labels[mask].long()

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from graphforge.core.data import DataSplits, InputSpec
+from graphforge.core.data import DataSplits, InputSpec, graph_split_nodes
 from graphforge.errors import ConfigError
 
 
@@ -47,6 +47,16 @@ class Model:
     def build(self, spec: InputSpec, num_classes: int) -> nn.Module:
         """Return the network for inputs of ``spec`` and ``num_classes`` classes."""
         raise NotImplementedError
+
+    def neighbor_sampling(self, num_nodes: int) -> list[int] | None:
+        """Return the fanout per layer for training on a dataset graph of ``num_nodes``
+        nodes with neighbour sampling, or ``None`` to train on the whole graph at once
+        (the default).
+
+        Each entry is how many neighbours of a node are sampled at that hop (``-1``:
+        all); see :mod:`graphforge.engine.sampling`.
+        """
+        return None
 
     def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
         """Write plugin-specific plots into ``plot_dir`` after training (optional; see
@@ -111,3 +121,67 @@ class FitModel(Model):
     def load_state_dict(self, state: dict) -> None:
         """Restore a fitted model from :meth:`state_dict`."""
         raise NotImplementedError
+
+
+class GraphFitModel(Model):
+    """A model computed from one dataset graph instead of trained by gradient descent
+    (e.g. label propagation).
+
+    It takes the ``"graph"`` input of a dataset converter (``level = "dataset"``, such as
+    ``similarity``): the engine calls :meth:`fit_predict` once with the whole graph, reads
+    the validation and test predictions (and the training ones, for ``train_accuracy``)
+    at the split's nodes, saves :meth:`state_dict` in the checkpoint and merges
+    :meth:`report` into ``metrics.json``. Only the training labels may be used:
+    :meth:`training_labels` returns them for either graph layout.
+    """
+
+    inputs: ClassVar[frozenset[str]] = frozenset({"graph"})
+    default_epochs: ClassVar[int] = 1
+
+    def fit_predict(self, graph: Any, num_classes: int) -> torch.Tensor:
+        """Return class probabilities ``[num_nodes, num_classes]`` of every node of ``graph``.
+
+        Args:
+            graph: A PyG ``Data`` from a dataset converter (``edge_index``, optional
+                ``edge_weight``, ``x``, and the split layout of :class:`graphforge.Converter`).
+            num_classes: Number of classes.
+        """
+        raise NotImplementedError
+
+    def predict_proba(self) -> torch.Tensor:
+        """Return the node probabilities of the last :meth:`fit_predict` (or of the
+        loaded state): what a reloaded run can still answer."""
+        raise NotImplementedError
+
+    def report(self, graph: Any, proba: torch.Tensor, rundir: Any) -> dict[str, Any]:
+        """Add model-specific results to the run (optional; the default adds nothing).
+
+        Args:
+            graph: The graph :meth:`fit_predict` was given.
+            proba: Its output ``[num_nodes, num_classes]``.
+            rundir: The :class:`graphforge.engine.rundir.RunDirectory`.
+
+        Returns:
+            JSON-serialisable values merged into ``metrics.json``.
+        """
+        return {}
+
+    def state_dict(self) -> dict:
+        """Return what is needed to restore the fitted model."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a fitted model from :meth:`state_dict`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def training_labels(graph: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the training samples' nodes (int64 ``[n]``) and labels ``[n]``.
+
+        Masks layout: the nodes in ``train_mask`` and their ``y``; mapped layout:
+        ``train_index`` and ``train_y`` (several samples may share a node).
+
+        Raises:
+            DataError: If the graph has neither layout.
+        """
+        return graph_split_nodes(graph, "train")

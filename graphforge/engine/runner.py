@@ -21,22 +21,41 @@ from torch import nn
 from graphforge._version import __version__
 from graphforge.config import RunConfig, route_options
 from graphforge.core.converter import Converter
-from graphforge.core.data import DataSplits, InputSpec
+from graphforge.core.data import (
+    SPLIT_NAMES,
+    DataSplits,
+    InputSpec,
+    check_graph_splits,
+    graph_split_nodes,
+)
 from graphforge.core.dataset import Dataset
-from graphforge.core.model import FitModel, Model
+from graphforge.core.model import FitModel, GraphFitModel, Model
 from graphforge.core.splits import stratified_subset
 from graphforge.engine import plots
 from graphforge.engine.metrics import report_text, summarize
 from graphforge.engine.network import GraphforgeNet, Normalizer
 from graphforge.engine.rundir import BEST_CHECKPOINT, RunDirectory, default_run_path
 from graphforge.engine.runtime import resolve_device, seed_everything
-from graphforge.engine.tasks import InductiveTask, TransductiveTask, iterate_batches
+from graphforge.engine.tasks import (
+    InductiveTask,
+    SampledTransductiveTask,
+    Task,
+    TransductiveTask,
+    iterate_batches,
+)
 from graphforge.engine.trainer import Trainer, evaluate_split
 from graphforge.errors import ConfigError, GraphforgeError
 from graphforge.io import write_json, write_text
 from graphforge.plugins import get_registry
 
 log = logging.getLogger("graphforge")
+
+
+#: Training defaults when each epoch is one optimiser step over a whole dataset graph
+#: (PyG's node-classification examples use the same lr and epochs).
+FULL_GRAPH_DEFAULTS: dict[str, Any] = {"lr": 1e-2, "epochs": 200, "patience": 20}
+#: Training defaults for mini-batch training (epochs: the model's ``default_epochs``).
+MINI_BATCH_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "patience": 10}
 
 
 @dataclass
@@ -119,6 +138,11 @@ def load_data(plan: Plan) -> DataSplits:
 def _check_pipeline(plan: Plan, spec: InputSpec) -> InputSpec:
     plan.converter.check_input(spec)
     out_spec = plan.converter.output_spec(spec)
+    if isinstance(plan.model, GraphFitModel) and plan.converter.level != "dataset":
+        raise ConfigError(
+            f"model {plan.config.model!r} is computed from one graph over the whole dataset; use a dataset "
+            f"converter (such as 'similarity'), not {plan.config.converter!r}, which makes one input per sample"
+        )
     plan.model.check_input(out_spec)
     if isinstance(plan.model, FitModel) and plan.converter.level != "sample":
         raise ConfigError(f"model {plan.config.model!r} is fitted on sample features; use a per-sample converter")
@@ -233,6 +257,36 @@ def _run_fit(
     return {"val": results["val"], "test": results["test"]}, history, extra
 
 
+def _run_graph_fit(
+    plan: Plan, data: DataSplits, rundir: RunDirectory, graph: Any, spec: InputSpec, out_spec: InputSpec
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    model: GraphFitModel = plan.model  # type: ignore[assignment]
+    mapped = check_graph_splits(graph)
+    graph = graph.to(plan.device)
+    start = time.perf_counter()
+    proba = model.fit_predict(graph, data.num_classes)
+    train_seconds = time.perf_counter() - start
+    expected = (int(graph.num_nodes), data.num_classes)
+    if not isinstance(proba, torch.Tensor) or tuple(proba.shape) != expected:
+        raise GraphforgeError(
+            f"model {plan.config.model!r}: fit_predict returned {tuple(getattr(proba, 'shape', ()))}, "
+            f"expected [num_nodes, num_classes] = {list(expected)}"
+        )
+    pred = proba.argmax(1).cpu()
+    results = {}
+    for s in SPLIT_NAMES:
+        nodes, y = graph_split_nodes(graph, s, mapped)
+        results[s] = {"pred": pred[nodes.cpu()], "y": y.cpu()}
+    acc = {s: float((r["pred"] == r["y"]).float().mean()) if len(r["y"]) else 0.0 for s, r in results.items()}
+    history = [{"epoch": 1, "train_accuracy": acc["train"], "val_accuracy": acc["val"], "seconds": train_seconds}]
+    rundir.write_history(history)
+    rundir.save(BEST_CHECKPOINT, {"graph_fit_state": model.state_dict(), **_meta(plan, data, spec, out_spec)})
+    extra = {"train_seconds": train_seconds, "train_accuracy": acc["train"], "epochs": 1, "best_epoch": 1}
+    # Optional model-specific results: merged into metrics.json.
+    extra.update(model.report(graph, proba, rundir) or {})
+    return {"val": results["val"], "test": results["test"]}, history, extra
+
+
 def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bool = False) -> RunResult:
     """Run (or resume) one experiment and write its run directory.
 
@@ -262,14 +316,20 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
     plan.converter.check_data(data)
     plan.model.check_data(data)
     plan.converter.fit(data)
-    epochs = cfg.epochs or plan.model.default_epochs
-    cfg.epochs = epochs
 
     is_fit = isinstance(plan.model, FitModel)
+    is_graph_fit = isinstance(plan.model, GraphFitModel)
     graph = None
     if plan.converter.level == "dataset":
         graph = plan.converter.convert(data)
-    net = None if is_fit else build_network(plan, data, out_spec).to(plan.device)
+    full_graph = graph is not None and not (is_fit or is_graph_fit) and plan.model.neighbor_sampling(graph.num_nodes) is None
+    defaults = FULL_GRAPH_DEFAULTS if full_graph else {**MINI_BATCH_DEFAULTS, "epochs": plan.model.default_epochs}
+    cfg.epochs = epochs = cfg.epochs or defaults["epochs"]
+    cfg.lr = cfg.lr if cfg.lr is not None else defaults["lr"]
+    cfg.patience = cfg.patience if cfg.patience is not None else defaults["patience"]
+    net = None if is_fit or is_graph_fit else build_network(plan, data, out_spec).to(plan.device)
+    if is_graph_fit:
+        check_graph_splits(graph)  # a graph without splits is refused before the run directory exists
 
     if rundir is None:
         rundir = RunDirectory.create(cfg.out or default_run_path(cfg.converter, cfg.model))
@@ -285,11 +345,21 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
     try:
         if is_fit:
             results, history, extra = _run_fit(plan, data, rundir, spec, out_spec)
+        elif is_graph_fit:
+            results, history, extra = _run_graph_fit(plan, data, rundir, graph, spec, out_spec)
         else:
             assert net is not None
             log.info("network: %d parameters on %s", sum(p.numel() for p in net.parameters()), plan.device)
             generator = torch.Generator().manual_seed(cfg.seed)
-            if graph is not None:
+            task: Task
+            fanout = plan.model.neighbor_sampling(graph.num_nodes) if graph is not None else None
+            if fanout is not None:
+                log.info("neighbour-sampled training on %d nodes: fanout %s, batch size %d",
+                         graph.num_nodes, fanout, cfg.batch_size)
+                task = SampledTransductiveTask(net, graph, fanout, cfg.batch_size, plan.device, generator,
+                                               progress, seed=cfg.seed)
+            elif graph is not None:
+                log.info("full-batch training on the whole graph (%d nodes)", graph.num_nodes)
                 task = TransductiveTask(net, graph, plan.device)
             else:
                 task = InductiveTask(net, data, cfg.batch_size, plan.device, generator, progress)

@@ -23,7 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from graphforge.core.data import DataSplits, Split
+from graphforge.core.data import (
+    DataSplits,
+    Split,
+    check_graph_splits,
+    graph_split_nodes,
+)
+from graphforge.engine.sampling import make_neighbor_loader
 from graphforge.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -160,23 +166,14 @@ class TransductiveTask:
     """
 
     def __init__(self, net: nn.Module, graph: Any, device: torch.device) -> None:
-        self.mapped = all(getattr(graph, f"{s}_index", None) is not None for s in SPLITS)
-        needed = [f"{s}_{a}" for s in SPLITS for a in ("index", "y")] if self.mapped else ["y", *[f"{s}_mask" for s in SPLITS]]
-        for attr in needed:
-            if getattr(graph, attr, None) is None:
-                raise DataError(
-                    f"the converter's graph has no {attr!r}; a dataset converter must set y and the three "
-                    "masks, or {split}_index and {split}_y for train, val and test"
-                )
+        self.mapped = check_graph_splits(graph)
         self.net = net
         self.graph = graph.to(device)
         self.device = device
 
     def _select(self, logits: torch.Tensor, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mapped:
-            return logits[getattr(self.graph, f"{split}_index")], getattr(self.graph, f"{split}_y")
-        mask = getattr(self.graph, f"{split}_mask")
-        return logits[mask], self.graph.y[mask]
+        nodes, y = graph_split_nodes(self.graph, split, self.mapped)
+        return logits[nodes], y
 
     def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
         self.net.train()
@@ -196,3 +193,87 @@ class TransductiveTask:
         self.net.eval()
         logits, y = self._select(self.net(self.graph), split)
         return logits.float().cpu(), y.cpu()
+
+
+class SampledTransductiveTask:
+    """Mini-batch training on one large graph with neighbour sampling.
+
+    Like :class:`TransductiveTask`, but each step sees only a sampled subgraph
+    around ``batch_size`` training nodes (see :mod:`graphforge.engine.sampling`);
+    the loss is taken on those seed nodes, which come first in the subgraph. A
+    split is predicted the same way, batch by batch over its nodes, with a freshly
+    seeded generator, so predictions do not depend on the training state.
+
+    Only the masks layout is supported (``y`` and ``train_mask`` / ``val_mask`` /
+    ``test_mask``); a graph mapping samples onto nodes (``{split}_index``) is a
+    summary small enough for full-batch training and raises :class:`DataError`.
+
+    Args:
+        net: Network mapping a (sub)graph, a PyG ``Data``, to node logits.
+        graph: The graph (kept on the CPU; mini-batches move to ``device``).
+        num_neighbors: Neighbours sampled per node at each hop (``-1``: all).
+        batch_size: Seed nodes per training step (evaluation uses 4x).
+        device: Where the network runs.
+        generator: Seeded generator for shuffling and sampling (saved in checkpoints).
+        progress: Show a progress bar on stderr.
+        seed: Seed of the sampling used for predictions.
+    """
+
+    def __init__(self, net: nn.Module, graph: Any, num_neighbors: list[int], batch_size: int,
+                 device: torch.device, generator: torch.Generator, progress: bool = False, seed: int = 0) -> None:
+        if check_graph_splits(graph):
+            raise DataError(
+                "neighbour sampling needs a graph whose nodes are the samples (y and train/val/test masks); "
+                "this graph maps samples onto nodes ({split}_index), so train it full-batch: -o num_neighbors=full"
+            )
+        self.net = net
+        self.graph = graph.cpu()
+        self.num_neighbors = num_neighbors
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = generator
+        self.progress = progress
+        self.seed = seed
+        train_nodes, _ = graph_split_nodes(self.graph, "train", False)
+        self.train_loader = make_neighbor_loader(self.graph, num_neighbors, train_nodes, batch_size, shuffle=True,
+                                                 generator=generator)
+        self._eval_generator = torch.Generator()
+        self._eval_loaders: dict[str, Any] = {}
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+        self.net.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        batches = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=not self.progress)
+        for batch in batches:
+            batch = batch.to(self.device, non_blocking=True)
+            n = batch.batch_size
+            optimizer.zero_grad(set_to_none=True)
+            logits, y = self.net(batch)[:n], batch.y[:n]
+            loss = F.cross_entropy(logits, y)
+            extra = aux_loss(self.net)
+            total = loss if extra is None else loss + extra
+            _check_finite_loss(total, f"epoch {epoch}")
+            total.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * n
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += n
+        return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+
+    @torch.no_grad()
+    def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        nodes, y = graph_split_nodes(self.graph, split, False)
+        if split not in self._eval_loaders:
+            self._eval_loaders[split] = make_neighbor_loader(
+                self.graph, self.num_neighbors, nodes, self.batch_size * 4, shuffle=False,
+                generator=self._eval_generator, share_with=self.train_loader,
+            )
+        self.net.eval()
+        self._eval_generator.manual_seed(self.seed)
+        outs = []
+        with torch.random.fork_rng(devices=[]):  # PyG's own sampler draws from the global generator
+            torch.manual_seed(self.seed)
+            for batch in self._eval_loaders[split]:
+                batch = batch.to(self.device, non_blocking=True)
+                outs.append(self.net(batch)[: batch.batch_size].float().cpu())
+        return (torch.cat(outs) if outs else torch.zeros(0, 0)), y

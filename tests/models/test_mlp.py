@@ -49,3 +49,42 @@ def test_mlp_on_digits_beats_chance_widely(tmp_path):
     r = graphforge.run("none", "mlp", seed=0, epochs=4, limit_train=800, out=str(tmp_path / "mlp"),
                        options={"hidden": 64})
     assert r.metrics["test_accuracy"] > 0.85  # chance is 0.1
+
+
+def _graph(n=12, features=5):
+    from torch_geometric.data import Data
+
+    idx = torch.arange(n)
+    return Data(x=torch.randn(n, features), edge_index=torch.stack([idx, (idx + 1) % n]))
+
+
+def test_graph_input_classifies_each_node_from_its_features_alone():
+    from graphforge.builtin.models.mlp import MLPNet, NodeMLP
+
+    torch.manual_seed(0)
+    net = MLP(hidden=16).build(InputSpec("graph", (5,)), 3)
+    assert isinstance(net, NodeMLP) and isinstance(net.mlp, MLPNet)
+    net.eval()
+    graph = _graph()
+    logits = net(graph)
+    assert logits.shape == (12, 3)
+    assert torch.equal(logits, net.mlp(graph.x))  # the same network on the node features
+    rewired = graph.clone()
+    rewired.edge_index = torch.randint(0, 12, (2, 40))
+    assert torch.equal(net(rewired), logits)  # edges are ignored
+
+
+def test_graph_input_check():
+    MLP().check_input(InputSpec("graph", (5,)))
+    with pytest.raises(ConfigError, match="graphs"):
+        MLP().check_input(InputSpec("graphs", (5,)))
+
+
+def test_mlp_on_a_dataset_graph_through_the_engine(tmp_path, plugin_registered):
+    from tests.helpers import TestModelsPlugin
+
+    plugin_registered(TestModelsPlugin(), "test-models")
+    r = graphforge.run("test-knn-graph", "mlp", seed=0, epochs=40, lr=0.01, out=str(tmp_path / "g"),
+                       options={"hidden": 64})
+    assert r.metrics["test_accuracy"] > 0.85  # the same node features as a GNN on that graph, no edges
+    assert (tmp_path / "g" / "checkpoint.pt").is_file()

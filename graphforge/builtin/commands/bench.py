@@ -133,10 +133,12 @@ def bench_train(image_size: int, channels: int, batch_size: int, num_classes: in
 
 def _attach_commands() -> None:
     from graphforge.bench.knn_classifier import knn_classifier_command
+    from graphforge.bench.similarity import similarity_command
     from graphforge.bench.som import som_command
 
     bench.add_command(knn_classifier_command)
     bench.add_command(som_command)
+    bench.add_command(similarity_command)
 
 
 _attach_commands()

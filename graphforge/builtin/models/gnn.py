@@ -12,10 +12,23 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv, GCNConv, global_add_pool, global_max_pool, global_mean_pool
+from torch_geometric.nn import (
+    GATConv,
+    GCNConv,
+    global_add_pool,
+    global_max_pool,
+    global_mean_pool,
+)
+from torch_geometric.utils import trim_to_layer
 
 from graphforge.core.data import InputSpec
 from graphforge.core.model import Model
+from graphforge.engine.sampling import (
+    AUTO_SAMPLING_MIN_NODES,
+    check_fanout,
+    default_fanout,
+)
+from graphforge.errors import ConfigError
 from graphforge.hookspecs import hookimpl
 from graphforge.nn import WeightedGINConv, WeightedSAGEConv
 
@@ -63,6 +76,9 @@ class GNN(nn.Module):
     Shapes:
         input: a PyG ``Data``/``Batch`` with ``x [N, in_channels]``, ``edge_index [2, E]``,
         optional ``edge_weight [E]`` and (graph task) ``batch [N]``; output ``[num_graphs or N, num_classes]``.
+        A neighbour-sampled subgraph (``num_sampled_nodes`` / ``num_sampled_edges`` with one hop
+        per layer, see :mod:`graphforge.engine.sampling`) gives logits of its first nodes only:
+        at least the seeds, which come first.
     """
 
     def __init__(self, conv: str, in_channels: int, hidden: int, num_classes: int, layers: int, task: str,
@@ -96,7 +112,13 @@ class GNN(nn.Module):
     def forward(self, data: Any) -> Tensor:
         h, edge_index = data.x.float(), data.edge_index
         w = getattr(data, "edge_weight", None)
+        # A neighbour-sampled batch with one hop per layer: each layer drops the outermost
+        # hop, which can no longer reach the seed nodes (as PyG's BasicGNN does).
+        hops = getattr(data, "num_sampled_nodes", None)
+        trim = self.task == "node" and hops is not None and len(hops) == len(self.convs) + 1
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            if trim and i > 0:
+                h, edge_index, w = trim_to_layer(i, hops, data.num_sampled_edges, h, edge_index, w)
             out = norm(self._layer(conv, h, edge_index, w)).relu()
             out = nn.functional.dropout(out, self.dropout, self.training)
             h = out + h if i > 0 and out.shape == h.shape else out  # residual from the 2nd layer on
@@ -120,6 +142,10 @@ class GNNModel(Model):
         pooling (str, optional): Graph readout, ``mean``, ``max``, ``sum`` or a ``+``-joined mix.
             (default: ``"mean+max"``)
         norm (str, optional): ``batch``, ``layer`` or ``none``. (default: ``"batch"``)
+        num_neighbors (list[int] or str, optional): Node classification on one dataset graph:
+            neighbours sampled per node at each layer (one int per layer, ``-1``: all) for
+            mini-batch training, ``"full"`` for full-batch training, or ``"auto"``: full batch
+            up to 200,000 nodes, else ``[15, 10, 5]`` fitted to ``layers``. (default: ``"auto"``)
     """
 
     conv: ClassVar[str] = ""
@@ -127,7 +153,7 @@ class GNNModel(Model):
     default_epochs = 30
 
     def __init__(self, hidden: int = 64, layers: int = 3, dropout: float = 0.1, pooling: str = "mean+max",
-                 norm: str = "batch") -> None:
+                 norm: str = "batch", num_neighbors: list[int] | str = "auto") -> None:
         for name, value in (("hidden", hidden), ("layers", layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -143,6 +169,19 @@ class GNNModel(Model):
         self.dropout = float(dropout)
         self.pooling = str(pooling)
         self.norm = norm
+        if isinstance(num_neighbors, str):
+            if num_neighbors not in ("auto", "full"):
+                raise ConfigError(f"num_neighbors must be 'auto', 'full' or a list of ints, got {num_neighbors!r}")
+        elif len(check_fanout(num_neighbors)) != layers:
+            raise ConfigError(f"num_neighbors needs one entry per layer ({layers}), got {num_neighbors!r}")
+        self.num_neighbors = num_neighbors if isinstance(num_neighbors, str) else list(num_neighbors)
+
+    def neighbor_sampling(self, num_nodes: int) -> list[int] | None:
+        """The fanout of ``num_neighbors``: ``None`` (full batch) for ``"full"`` and for
+        ``"auto"`` on graphs of at most 200,000 nodes."""
+        if self.num_neighbors == "full" or (self.num_neighbors == "auto" and num_nodes <= AUTO_SAMPLING_MIN_NODES):
+            return None
+        return default_fanout(self.layers) if self.num_neighbors == "auto" else list(self.num_neighbors)
 
     def _extra(self) -> dict[str, Any]:
         return {}
@@ -164,8 +203,8 @@ class SAGE(GNNModel):
     conv = "sage"
 
     def __init__(self, hidden: int = 64, layers: int = 3, dropout: float = 0.1, pooling: str = "mean+max",
-                 norm: str = "batch", aggr: str = "mean") -> None:
-        super().__init__(hidden, layers, dropout, pooling, norm)
+                 norm: str = "batch", aggr: str = "mean", num_neighbors: list[int] | str = "auto") -> None:
+        super().__init__(hidden, layers, dropout, pooling, norm, num_neighbors)
         if aggr not in ("mean", "sum", "max"):
             raise ValueError(f"aggr must be mean, sum or max, got {aggr!r}")
         self.aggr = aggr
@@ -190,8 +229,8 @@ class GAT(GNNModel):
     conv = "gat"
 
     def __init__(self, hidden: int = 64, layers: int = 3, dropout: float = 0.1, pooling: str = "mean+max",
-                 norm: str = "batch", heads: int = 4) -> None:
-        super().__init__(hidden, layers, dropout, pooling, norm)
+                 norm: str = "batch", heads: int = 4, num_neighbors: list[int] | str = "auto") -> None:
+        super().__init__(hidden, layers, dropout, pooling, norm, num_neighbors)
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or hidden % heads:
             raise ValueError(f"heads must be a positive divisor of hidden={hidden}, got {heads!r}")
         self.heads = heads

@@ -1,8 +1,15 @@
-"""``mlp``: the fully connected baseline."""
+"""``mlp``: the fully connected baseline.
+
+On per-sample input (images, vectors) it classifies each sample; on one dataset
+graph (``graph`` input, e.g. from ``similarity``) it classifies each node from its
+features ``data.x`` alone, ignoring the edges: the GNN's baseline on exactly the
+same embeddings and split.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,8 +61,27 @@ class MLPNet(nn.Module):
         return self.layers(x)
 
 
+class NodeMLP(nn.Module):
+    """An :class:`MLPNet` on the node features of one graph; the edges are ignored.
+
+    Args:
+        mlp: The network applied to every node.
+
+    Shapes:
+        input: a PyG ``Data`` with ``x [N, F]``; output ``[N, num_classes]``.
+    """
+
+    def __init__(self, mlp: MLPNet) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, data: Any) -> torch.Tensor:
+        return self.mlp(data.x.float())
+
+
 class MLP(Model):
-    """Fully connected network on flattened images or vectors.
+    """Fully connected network on flattened images or vectors, or on the node features of a
+    dataset graph (``graph`` input: each node is classified from ``data.x`` alone).
 
     Args:
         hidden (int or list of int, optional): Width of the hidden layers; a list
@@ -68,7 +94,7 @@ class MLP(Model):
     """
 
     name = "mlp"
-    inputs = frozenset({"vectors", "images"})
+    inputs = frozenset({"vectors", "images", "graph"})
     default_epochs = 30
 
     def __init__(
@@ -98,10 +124,11 @@ class MLP(Model):
         self._widths = widths
 
     def build(self, spec: InputSpec, num_classes: int) -> nn.Module:
-        """Return an :class:`MLPNet` for ``spec``."""
-        return MLPNet(spec.num_features, self._widths, num_classes, self.dropout, self.activation, self.norm)
+        """Return an :class:`MLPNet` for ``spec`` (wrapped in a :class:`NodeMLP` for ``graph`` input)."""
+        net = MLPNet(spec.num_features, self._widths, num_classes, self.dropout, self.activation, self.norm)
+        return NodeMLP(net) if spec.kind == "graph" else net
 
 
 @hookimpl
 def register_models(register):  # type: ignore[no-untyped-def]
-    register("mlp", MLP, "fully connected baseline on flattened images or vectors")
+    register("mlp", MLP, "fully connected baseline on flattened images or vectors, or on a dataset graph's node features")

@@ -1,0 +1,268 @@
+"""``similarity``: one graph over the whole dataset, joining samples with similar embeddings.
+
+Every sample (train, val and test) becomes a node; its embedding comes from the
+dataset itself (``embeddings`` tables, vectors) or from an embedder plugin
+(``-o embedder=pixels``, ``-o embedder=resnet18 -o 'embedder_options={weights: r18.pth}'``;
+images default to ``pixels``), cached on disk by content hash. Edges come from
+:func:`graphforge.similarity.similarity_graph`: a threshold on the similarity or
+distance, the k nearest neighbours, or mutual k nearest neighbours, with FAISS.
+
+The graph is a PyG ``Data`` with ``x`` (the embeddings, standardised with the
+training nodes' mean and deviation unless ``features=raw``), ``edge_index``,
+``edge_weight`` (see ``weight``), ``edge_score`` (the similarity or distance of each
+edge), ``y`` and ``train_mask`` / ``val_mask`` / ``test_mask`` from the dataset's split
+(the ``embeddings`` dataset splits 80/10/10, stratified and seeded, by default).
+GNNs (``sage``, ``gcn``, ``gat``, ``gin``) then classify the nodes transductively;
+``mlp`` classifies them from ``x`` alone and ``label_prop`` spreads the training
+labels over the edges: the baselines on the same embeddings and split.
+
+    graphforge run --dataset embeddings --data-root emb.csv --converter similarity \\
+        --model gcn --metric cosine --threshold 0.8
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from graphforge.core.converter import Converter
+from graphforge.core.data import DataSplits, InputSpec
+from graphforge.core.embedder import Embedder
+from graphforge.errors import ConfigError, DataError
+from graphforge.hookspecs import hookimpl
+from graphforge.neighbors import INDEX_TYPES, as_float_matrix
+from graphforge.similarity.graph import (
+    SimilarityGraph,
+    check_graph_options,
+    similarity_graph,
+)
+
+log = logging.getLogger("graphforge")
+
+FEATURES = ("standard", "raw")
+#: Graphs kept in memory, keyed by the embeddings' content and the graph options, so a
+#: sweep that trains several models on one graph builds it once.
+_MEMO: OrderedDict[tuple[Any, ...], SimilarityGraph] = OrderedDict()
+_MEMO_SIZE = 4
+
+
+def _digest(x: torch.Tensor) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((tuple(x.shape), str(x.dtype))).encode())
+    h.update(np.ascontiguousarray(x.numpy()).view(np.uint8).data)
+    return h.hexdigest()
+
+
+class Similarity(Converter):
+    """Dataset graph of samples joined by embedding similarity.
+
+    Args:
+        metric (str, optional): ``cosine``, ``euclidean``, ``cityblock`` (``l1``), ``chord``,
+            ``linf`` (max-norm) or ``ip`` (inner product). (default: ``"cosine"``)
+        mode (str, optional): ``threshold``, ``knn`` or ``mutual``; by default
+            ``threshold`` when a threshold is given, else ``knn``. (default: ``None``)
+        k (int, optional): Neighbours per node for ``knn`` / ``mutual``. (default: ``10``)
+        threshold (float, optional): Smallest similarity (``cosine``, ``ip``) or largest
+            distance (the others) that makes an edge. (default: ``None``)
+        symmetric (bool, optional): ``knn``: add the reverse of every edge. (default: ``True``)
+        self_loops (bool, optional): One self-loop per node. (default: ``False``)
+        weight (str, optional): ``similarity``, ``gaussian`` or ``none`` (see
+            :func:`graphforge.similarity.similarity_graph`). (default: ``"similarity"``)
+        index (str, optional): ``auto``, ``flat`` (exact), ``ivf`` or ``hnsw``. (default: ``"auto"``)
+        nlist (int, optional): IVF lists. (default: ``4 * sqrt(M)``)
+        nprobe (int, optional): IVF lists probed per query. (default: ``32``)
+        backend (str, optional): ``auto``, ``faiss`` or ``torch``. (default: ``"auto"``)
+        device (str, optional): Where to embed and search: ``auto``, ``cpu``, ``cuda``. (default: ``"auto"``)
+        embedder (str, optional): Embedder plugin (``graphforge list embedders``); images
+            default to ``pixels``, vectors are used as they are. (default: ``None``)
+        embedder_options (dict, optional): Options of the embedder, e.g. ``{weights: r18.pth}``.
+        embed_batch_size (int, optional): Samples per embedder forward pass. (default: ``256``)
+        cache (bool, optional): Cache embeddings on disk by content hash. (default: ``True``)
+        cache_dir (str, optional): Cache folder. (default: ``$GRAPHFORGE_CACHE/embeddings``)
+        features (str, optional): Node features: ``standard`` (standardised with the
+            training nodes' statistics) or ``raw``. (default: ``"standard"``)
+    """
+
+    name = "similarity"
+    level = "dataset"
+    inputs = frozenset({"images", "vectors"})
+
+    def __init__(
+        self,
+        metric: str = "cosine",
+        mode: str | None = None,
+        k: int = 10,
+        threshold: float | None = None,
+        symmetric: bool = True,
+        self_loops: bool = False,
+        weight: str = "similarity",
+        index: str = "auto",
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        backend: str = "auto",
+        device: str = "auto",
+        embedder: str | None = None,
+        embedder_options: dict[str, Any] | None = None,
+        embed_batch_size: int = 256,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        features: str = "standard",
+    ) -> None:
+        mode = mode if mode is not None else ("threshold" if threshold is not None else "knn")
+        self.metric = check_graph_options(metric, mode, k, threshold, weight, index)
+        self.mode, self.k, self.threshold = mode, k, threshold
+        for name, value in (("symmetric", symmetric), ("self_loops", self_loops), ("cache", cache)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
+        if backend not in ("auto", "faiss", "torch"):
+            raise ConfigError(f"backend must be auto, faiss or torch, got {backend!r}")
+        if backend == "torch" and index not in ("auto", "flat"):
+            raise ConfigError(f"the {index} index is a FAISS index; use backend=faiss or auto")
+        if features not in FEATURES:
+            raise ConfigError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
+        if embedder_options is not None and not isinstance(embedder_options, dict):
+            raise ConfigError(f"embedder_options must be a mapping such as {{weights: r18.pth}}, got {embedder_options!r}")
+        if isinstance(embed_batch_size, bool) or not isinstance(embed_batch_size, int) or embed_batch_size < 1:
+            raise ConfigError(f"embed_batch_size must be an integer >= 1, got {embed_batch_size!r}")
+        if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        assert index in ("auto", *INDEX_TYPES)
+        self.symmetric, self.self_loops, self.weight = symmetric, self_loops, weight
+        self.index, self.nlist, self.nprobe, self.backend, self.device = index, nlist, nprobe, backend, device
+        self.embedder, self.embedder_options = embedder, dict(embedder_options or {})
+        self.embed_batch_size, self.cache, self.cache_dir, self.features = embed_batch_size, cache, cache_dir, features
+        if embedder is not None:
+            self._make_embedder("images")  # unknown embedder or bad options: fail now, before data loads
+        self._stats: dict[str, Any] = {}
+
+    # --- embeddings -----------------------------------------------------------------------
+    def _make_embedder(self, kind: str) -> Embedder | None:
+        name = self.embedder if self.embedder is not None else ("pixels" if kind == "images" else None)
+        if name is None:
+            return None
+        from graphforge.plugins import get_registry
+
+        entry = get_registry("embedder").get(name)
+        embedder = entry.create(**self.embedder_options)
+        if not isinstance(embedder, Embedder):
+            raise ConfigError(f"embedder {name!r} built a {type(embedder).__name__}, not a graphforge.Embedder")
+        return embedder
+
+    def check_input(self, spec: InputSpec) -> None:
+        """Accept images and vectors, and whatever the chosen embedder takes."""
+        super().check_input(spec)
+        embedder = self._make_embedder(spec.kind)
+        if embedder is not None:
+            embedder.check_input(spec)
+
+    def output_spec(self, spec: InputSpec) -> InputSpec:
+        """One graph whose node features are the embeddings."""
+        embedder = self._make_embedder(spec.kind)
+        dim = embedder.output_dim(spec) if embedder is not None else spec.num_features
+        return InputSpec("graph", (int(dim),))
+
+    def check_data(self, data: DataSplits) -> None:
+        """Refuse a k that is not smaller than the number of samples."""
+        n = sum(data.sizes().values())
+        if self.mode != "threshold" and self.k >= n:
+            raise ConfigError(f"similarity: k={self.k} must be smaller than the number of samples ({n})")
+
+    def embed(self, data: DataSplits) -> torch.Tensor:
+        """Embeddings ``[M, D]`` of all samples, in the order train, val, test."""
+        from graphforge.embedding_cache import cached_embed
+        from graphforge.engine.runtime import resolve_device
+
+        x = torch.cat([data.train.x, data.val.x, data.test.x])
+        embedder = self._make_embedder(data.kind)
+        start = time.perf_counter()
+        if embedder is None:
+            emb = x.reshape(len(x), -1)
+        else:
+            emb = cached_embed(embedder, x, device=resolve_device(self.device), batch_size=self.embed_batch_size,
+                               cache_dir=self.cache_dir, cache=self.cache)
+        self._stats["embed_seconds"] = time.perf_counter() - start
+        try:
+            return as_float_matrix(emb, "embeddings")
+        except DataError as exc:
+            bad = ~torch.isfinite(emb.float()).all(1)
+            rows = torch.nonzero(bad).view(-1)[:5].tolist() if emb.dim() == 2 else []
+            where = f" (first bad rows, in train/val/test order: {rows})" if rows else ""
+            raise DataError(f"similarity: {exc}{where}") from None
+
+    # --- the graph --------------------------------------------------------------------------
+    def build_graph(self, emb: torch.Tensor) -> SimilarityGraph:
+        """Build (or reuse from this process's memo) the graph over ``emb``."""
+        from graphforge.engine.runtime import resolve_device
+
+        options = (self.metric, self.mode, self.k, self.threshold, self.symmetric, self.self_loops, self.weight,
+                   self.index, self.nlist, self.nprobe, self.backend)
+        key = (_digest(emb), *options)
+        if key in _MEMO:
+            _MEMO.move_to_end(key)
+            log.info("similarity graph: reusing the graph built earlier in this process for these embeddings")
+            return _MEMO[key]
+        graph = similarity_graph(
+            emb, metric=self.metric, mode=self.mode, k=self.k, threshold=self.threshold, symmetric=self.symmetric,
+            self_loops=self.self_loops, weight=self.weight, index=self.index, nlist=self.nlist, nprobe=self.nprobe,
+            backend=self.backend, device=resolve_device(self.device))
+        _MEMO[key] = graph
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+        return graph
+
+    def convert(self, data: DataSplits) -> Any:
+        """Return the PyG ``Data`` over all samples (see the module docs)."""
+        from torch_geometric.data import Data
+
+        emb = self.embed(data)
+        graph = self.build_graph(emb)
+        sizes = [len(data.train), len(data.val), len(data.test)]
+        n = sum(sizes)
+        split = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+        x = emb
+        if self.features == "standard":
+            train = emb[: sizes[0]]
+            std = train.std(0, unbiased=False) if sizes[0] > 1 else torch.ones(emb.shape[1])
+            x = (emb - train.mean(0)) / torch.where(std > 1e-12, std, torch.ones_like(std))
+        out = Data(x=x, edge_index=graph.edge_index, y=torch.cat([data.train.y, data.val.y, data.test.y]),
+                   train_mask=split == 0, val_mask=split == 1, test_mask=split == 2, num_nodes=n)
+        if graph.weight is not None:
+            out.edge_weight = graph.weight
+        out.edge_score = graph.score.float()
+        self._stats.update(graph.stats)
+        self._degree = torch.bincount(graph.edge_index[1][graph.edge_index[0] != graph.edge_index[1]], minlength=n)
+        return out
+
+    # --- results ----------------------------------------------------------------------------
+    def report(self, rundir: Any) -> dict[str, Any]:
+        """Graph figures for ``metrics.json``: edges, mean degree, isolated nodes, seconds, recall."""
+        keys = ("edges", "mean_degree", "max_degree", "isolated_nodes", "seconds", "recall", "index", "backend")
+        out = {f"graph_{k}": self._stats[k] for k in keys if k in self._stats}
+        if "embed_seconds" in self._stats:
+            out["embed_seconds"] = self._stats["embed_seconds"]
+        return out
+
+    def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
+        """Draw the node degree distribution (``plots/degree_distribution.png``)."""
+        degree = getattr(self, "_degree", None)
+        if degree is None:
+            return []
+        from graphforge.similarity.plots import plot_degree_distribution
+
+        what = f"threshold {self.threshold}" if self.mode == "threshold" else f"{self.mode} k={self.k}"
+        path = plot_dir / "degree_distribution.png"
+        plot_degree_distribution(degree, path, f"similarity graph: {self.metric}, {what}")
+        return [path]
+
+
+@hookimpl
+def register_converters(register):  # type: ignore[no-untyped-def]
+    register("similarity", Similarity,
+             "one graph over the dataset: samples joined by embedding similarity (threshold, kNN, mutual kNN; FAISS)")

@@ -1,0 +1,565 @@
+"""Similarity-graph sweeps: metric x (threshold or k) x seed x model, resumable.
+
+Every row is one ordinary run (:func:`graphforge.api.run` with the ``similarity``
+converter), so a sweep gives exactly what ``graphforge run`` gives for the same
+settings. The sweep directory holds:
+
+* ``sweep.json``: the settings every row shares (dataset, options, epochs, ...) and the
+  union of the grids run so far;
+* ``results.csv``: one row per (metric, mode, threshold or k, seed, model), appended
+  and synced to disk as soon as the run ends, so a killed sweep loses at most the row
+  it was running;
+* ``summary.csv``, ``summary.md``: mean and standard deviation over seeds;
+* ``plots/sweep.png``: test accuracy against the threshold or k;
+* ``runs/<metric>-<mode>-<param>-seed<seed>-<model>/``: the run directories, kept with
+  ``keep_runs`` (and always for failed rows, to diagnose them).
+
+Running the same sweep again with the same directory resumes it: rows already in
+``results.csv`` are skipped (failed ones too, unless ``retry_failed``), an incomplete
+last line left by a kill is dropped, and only the missing rows run. New grid values
+may be added on a resume; the shared settings may not change.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphforge._version import __version__
+from graphforge.errors import ConfigError, DataError, GraphforgeError
+from graphforge.io import write_json, write_text
+from graphforge.similarity.graph import GRAPH_METRICS, MODES, check_graph_options
+
+log = logging.getLogger("graphforge.sweep")
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "metric", "mode", "threshold", "k", "seed", "model", "edges", "mean_degree", "isolated_nodes",
+    "val_accuracy", "test_accuracy", "seconds", "status", "error",
+)
+#: Figures averaged over seeds in the summary.
+SUMMARY_FIGURES: tuple[str, ...] = ("val_accuracy", "test_accuracy", "edges", "mean_degree", "isolated_nodes")
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "metric", "mode", "threshold", "k", "model", "runs", "failed",
+    *(f"{f}_{s}" for f in SUMMARY_FIGURES for s in ("mean", "std")),
+)
+#: Graph options a sweep sets itself (its grid axes): refused in ``options``.
+GRID_OPTIONS = ("metric", "mode", "threshold", "k")
+SETTINGS_FILE = "sweep.json"
+RESULTS_FILE = "results.csv"
+
+
+@dataclass(frozen=True, order=True)
+class SweepKey:
+    """One row of a sweep: what identifies it in ``results.csv``."""
+
+    metric: str
+    mode: str
+    param: float | int
+    seed: int
+    model: str
+
+    @property
+    def run_name(self) -> str:
+        """The row's run-directory name."""
+        return f"{self.metric}-{self.mode}-{_param_text(self.param)}-seed{self.seed}-{self.model}"
+
+    def describe(self) -> str:
+        what = "threshold" if self.mode == "threshold" else f"{self.mode} k"
+        return f"{self.metric} {what}={_param_text(self.param)} seed={self.seed} {self.model}"
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` returns.
+
+    Attributes:
+        out: The sweep directory.
+        rows: Every row of ``results.csv`` (as strings, in file order).
+        summary: One dict per (metric, mode, param, model): see :data:`SUMMARY_COLUMNS`.
+        ran: Rows run by this call.
+        skipped: Rows of the grid already in ``results.csv``.
+        failed: Rows of ``results.csv`` whose status is ``failed``.
+        best: The summary row with the best mean validation accuracy (``None`` if none ran).
+    """
+
+    out: Path
+    rows: list[dict[str, str]]
+    summary: list[dict[str, Any]]
+    ran: int = 0
+    skipped: int = 0
+    failed: int = 0
+    best: dict[str, Any] | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def _param_text(param: float) -> str:
+    return str(param) if isinstance(param, int) else repr(float(param))
+
+
+def _number_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return repr(round(float(value), 6))  # accuracies are float32 ratios: more digits are noise
+
+
+def grid_keys(metrics: Sequence[str], mode: str, params: Sequence[float | int], seeds: Sequence[int],
+              models: Sequence[str]) -> list[SweepKey]:
+    """The grid's rows in run order: seed, then metric, then param, then model.
+
+    Models vary fastest so the ``similarity`` converter's in-process memo builds each
+    graph once and trains every model on it.
+    """
+    return [SweepKey(m, mode, p, s, model) for s in seeds for m in metrics for p in params for model in models]
+
+
+def _key_of_row(row: dict[str, str], line: int) -> SweepKey:
+    try:
+        mode = row["mode"]
+        param: float | int = float(row["threshold"]) if mode == "threshold" else int(row["k"])
+        return SweepKey(row["metric"], mode, param, int(row["seed"]), row["model"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{RESULTS_FILE} line {line} is malformed: {row}") from None
+
+
+# --------------------------------------------------------------------------- results file
+class ResultsFile:
+    """``results.csv``: append-only rows, each synced to disk when written.
+
+    Args:
+        path: The CSV file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @staticmethod
+    def _line(values: Sequence[Any]) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(values)
+        return buf.getvalue()
+
+    def _header(self) -> str:
+        return self._line(RESULT_COLUMNS)
+
+    def load(self) -> list[dict[str, str]]:
+        """Read the rows, creating the file or dropping an incomplete last line first.
+
+        Raises:
+            DataError: If the header is not the expected one, a row is malformed, or a
+                key appears twice.
+        """
+        if not self.path.exists():
+            write_text(self.path, self._header())
+            return []
+        text = self.path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            cut = text.rfind("\n") + 1
+            log.warning("%s: dropping an incomplete last line (the sweep was stopped while writing it): %r",
+                        self.path, text[cut:][:120])
+            text = text[:cut] or self._header()
+            write_text(self.path, text)
+        if not text:
+            write_text(self.path, self._header())
+            return []
+        reader = csv.DictReader(io.StringIO(text))
+        if tuple(reader.fieldnames or ()) != RESULT_COLUMNS:
+            raise DataError(f"{self.path} does not have the columns of a sweep's results: expected "
+                            f"{','.join(RESULT_COLUMNS)}, found {','.join(reader.fieldnames or ())}")
+        rows = list(reader)
+        seen: dict[SweepKey, int] = {}
+        for n, row in enumerate(rows, start=2):
+            key = _key_of_row(row, n)
+            if key in seen:
+                raise DataError(f"{self.path}: lines {seen[key]} and {n} are both {key.describe()}; remove one")
+            seen[key] = n
+        return rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Append one row and sync it to disk."""
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            fh.write(self._line([row.get(c, "") for c in RESULT_COLUMNS]))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def rewrite(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Replace the whole file atomically with ``rows``."""
+        write_text(self.path, self._header() + "".join(self._line([r.get(c, "") for c in RESULT_COLUMNS])
+                                                       for r in rows))
+
+
+@contextmanager
+def _sweep_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the sweep directory (two sweeps writing one file would mix rows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    with open(out / ".sweep.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(f"another graphforge sweep is running in {out}; wait for it or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- settings
+def _plain(value: Any) -> Any:
+    """JSON round trip, so settings compare equal however they were given (tuples, paths)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _merge_grid(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    merged = {}
+    for name, new_values in new.items():
+        values = list(old.get(name, []))
+        values += [v for v in new_values if v not in values]
+        merged[name] = values
+    return merged
+
+
+def _describe_difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
+    names = sorted(set(saved) | set(now))
+    return "; ".join(f"{n} {saved.get(n)!r} (now {now.get(n)!r})" for n in names if saved.get(n) != now.get(n))
+
+
+def _open_sweep(out: Path, settings: dict[str, Any], grid: dict[str, Any]) -> None:
+    """Create ``sweep.json``, or check it (refusing other settings) and add the new grid values."""
+    path = out / SETTINGS_FILE
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path} is unreadable ({exc}); not resuming") from None
+        if saved.get("settings") != settings:
+            raise ConfigError(
+                f"{out} holds a sweep with other settings: {_describe_difference(saved.get('settings') or {}, settings)}. "
+                "Resume it with the same dataset and options (grid values may differ) or choose another --out")
+        record = {**saved, "grid": _merge_grid(saved.get("grid") or {}, grid),
+                  "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        log.info("resuming the sweep in %s", out)
+    else:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        record = {"graphforge_version": __version__, "settings": settings, "grid": grid, "created": now, "updated": now}
+    write_json(path, record)
+
+
+# --------------------------------------------------------------------------- checks
+def check_grid(metrics: Sequence[str], mode: str | None, thresholds: Sequence[float], ks: Sequence[int],
+               seeds: Sequence[int], models: Sequence[str]) -> tuple[list[str], str, list[float | int]]:
+    """Validate a grid; return the canonical metrics, the mode and the parameter values.
+
+    Raises:
+        ConfigError: For thresholds and k both or neither given, a mode that does not
+            fit them, a bad metric, threshold or k, or an empty axis.
+    """
+    if thresholds and ks:
+        raise ConfigError("give thresholds or k values, not both (run two sweeps into the same --out for both)")
+    if not thresholds and not ks:
+        raise ConfigError("give the thresholds (--threshold) or the k values (--k) to sweep")
+    if mode is None:
+        mode = "threshold" if thresholds else "knn"
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if mode == "threshold" and ks:
+        raise ConfigError("mode threshold sweeps --threshold values, not --k")
+    if mode != "threshold" and thresholds:
+        raise ConfigError(f"mode {mode} sweeps --k values, not --threshold")
+    names = list(dict.fromkeys(check_graph_options(m, "knn", 1, None, "similarity", "auto") for m in metrics))
+    raw = list(thresholds) if mode == "threshold" else list(ks)
+    for p in raw:  # the threshold is checked in mode threshold, k in the others
+        check_graph_options("cosine", mode, p, p, "similarity", "auto")
+    params: list[float | int] = list(dict.fromkeys(float(p) if mode == "threshold" else int(p) for p in raw))
+    if not names:
+        raise ConfigError("no metric to sweep")
+    if not seeds:
+        raise ConfigError("no seed to sweep")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ConfigError(f"seeds must be integers >= 0, got {list(seeds)}")
+    if not models:
+        raise ConfigError("no model to sweep")
+    return names, mode, params
+
+
+# --------------------------------------------------------------------------- summary
+def _stats(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summarize_results(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation over seeds per (metric, mode, param, model).
+
+    Failed rows are counted (``failed``) but not averaged.
+    """
+    groups: dict[tuple[str, str, float | int, str], list[dict[str, str]]] = {}
+    for n, row in enumerate(rows, start=2):
+        key = _key_of_row(row, n)
+        groups.setdefault((key.metric, key.mode, key.param, key.model), []).append(row)
+    metric_order = {m: i for i, m in enumerate(GRAPH_METRICS)}
+    mode_order = {m: i for i, m in enumerate(MODES)}
+    out = []
+    for (metric, mode, param, model), members in sorted(
+            groups.items(), key=lambda kv: (metric_order.get(kv[0][0], 99), kv[0][0], mode_order.get(kv[0][1], 9),
+                                            kv[0][2], kv[0][3])):
+        ok = [r for r in members if r["status"] == "ok"]
+        entry: dict[str, Any] = {
+            "metric": metric, "mode": mode,
+            "threshold": param if mode == "threshold" else None, "k": param if mode != "threshold" else None,
+            "model": model, "runs": len(ok), "failed": len(members) - len(ok),
+        }
+        for fig in SUMMARY_FIGURES:
+            mean, std = _stats([float(r[fig]) for r in ok if r[fig] not in ("", None)])
+            entry[f"{fig}_mean"], entry[f"{fig}_std"] = mean, std
+        out.append(entry)
+    return out
+
+
+def best_row(summary: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The summary row with the highest mean validation accuracy (chosen without test labels)."""
+    ranked = [s for s in summary if s["val_accuracy_mean"] is not None]
+    return max(ranked, key=lambda s: s["val_accuracy_mean"]) if ranked else None
+
+
+def _pm(mean: float | None, std: float | None, digits: int) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _param_of(entry: dict[str, Any]) -> str:
+    return _param_text(entry["threshold"]) if entry["mode"] == "threshold" else f"k={entry['k']}"
+
+
+def summary_table(summary: Sequence[dict[str, Any]], markdown: bool = False) -> str:
+    """The summary as a text table (or a Markdown table)."""
+    head = ["metric", "mode", "threshold / k", "model", "runs", "val accuracy", "test accuracy", "edges",
+            "mean degree", "isolated"]
+    body = [[s["metric"], s["mode"], _param_of(s), s["model"],
+             f"{s['runs']}" + (f" (+{s['failed']} failed)" if s["failed"] else ""),
+             _pm(s["val_accuracy_mean"], s["val_accuracy_std"], 4), _pm(s["test_accuracy_mean"], s["test_accuracy_std"], 4),
+             _pm(s["edges_mean"], s["edges_std"], 0), _pm(s["mean_degree_mean"], s["mean_degree_std"], 2),
+             _pm(s["isolated_nodes_mean"], s["isolated_nodes_std"], 1)] for s in summary]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) if i >= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in [head, *body]) + "\n"
+
+
+def describe_best(best: dict[str, Any] | None) -> str:
+    """One line naming the best configuration by validation accuracy."""
+    if best is None:
+        return "no completed runs"
+    return (f"best by validation accuracy: {best['metric']} {best['mode']} {_param_of(best)} {best['model']}: "
+            f"val {_pm(best['val_accuracy_mean'], best['val_accuracy_std'], 4)}, "
+            f"test {_pm(best['test_accuracy_mean'], best['test_accuracy_std'], 4)} over {best['runs']} seed(s)")
+
+
+def write_summary(out: Path, rows: Sequence[dict[str, str]], settings: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Write ``summary.csv``, ``summary.md`` and ``plots/sweep.png``; return the summary and the files."""
+    from graphforge.similarity.plots import plot_sweep
+
+    summary = summarize_results(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    for s in summary:
+        writer.writerow([s[c] if isinstance(s[c], str) else _param_text(s[c]) if c in ("threshold", "k") and s[c] is not None
+                         else _number_text(s[c]) for c in SUMMARY_COLUMNS])
+    write_text(out / "summary.csv", buf.getvalue())
+    options = ", ".join(f"{k}={v}" for k, v in sorted((settings.get("options") or {}).items())) or "none"
+    training = ", ".join(f"{k} {settings[k]}" for k in ("epochs", "lr", "patience", "limit_train", "limit_test")
+                         if settings.get(k) is not None) or "the engine's defaults"
+    md = (f"# Similarity sweep on {settings.get('dataset')}\n\n"
+          f"Options: {options}. Training: {training}. Mean ± sample standard deviation over seeds; "
+          "failed runs are counted, not averaged.\n\n"
+          f"{summary_table(summary, markdown=True)}\n{describe_best(best_row(summary))}\n")
+    write_text(out / "summary.md", md)
+    files = [out / "summary.csv", out / "summary.md"]
+    if any(s["runs"] for s in summary):
+        files.append(plot_sweep(summary, out / "plots" / "sweep.png", f"similarity sweep on {settings.get('dataset')}"))
+    return summary, files
+
+
+# --------------------------------------------------------------------------- running
+def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str) -> dict[str, Any]:
+    import torch
+
+    from graphforge.api import run as api_run
+
+    options = {**settings["options"], "metric": key.metric, "mode": key.mode,
+               ("threshold" if key.mode == "threshold" else "k"): key.param}
+    row: dict[str, Any] = {"metric": key.metric, "mode": key.mode, "seed": key.seed, "model": key.model,
+                           "threshold": _param_text(key.param) if key.mode == "threshold" else "",
+                           "k": _param_text(key.param) if key.mode != "threshold" else ""}
+    start = time.perf_counter()
+    try:
+        result = api_run("similarity", key.model, settings["dataset"], options=options, seed=key.seed,
+                         out=str(run_dir), device=device, **_run_settings(settings))
+    except (GraphforgeError, torch.cuda.OutOfMemoryError) as exc:
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        row.update(status="failed", error=message, seconds=f"{time.perf_counter() - start:.3f}")
+        return row
+    m = result.metrics
+    row.update(edges=_number_text(m.get("graph_edges")), mean_degree=_number_text(m.get("graph_mean_degree")),
+               isolated_nodes=_number_text(m.get("graph_isolated_nodes")),
+               val_accuracy=_number_text(m["val_accuracy"]), test_accuracy=_number_text(m["test_accuracy"]),
+               seconds=f"{time.perf_counter() - start:.3f}", status="ok", error="")
+    return row
+
+
+def _run_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    names = ("data_root", "epochs", "lr", "patience", "limit_train", "limit_test")
+    return {n: settings[n] for n in names if settings.get(n) is not None}
+
+
+def _preflight(settings: dict[str, Any], metrics: list[str], mode: str, params: list[float | int],
+               models: Sequence[str], device: str) -> None:
+    """Build every model's run plan once, so a bad name or option fails before any row runs."""
+    from graphforge.config import RunConfig
+    from graphforge.engine.runner import plan_run
+
+    for model in dict.fromkeys(models):
+        options = {**settings["options"], "metric": metrics[0], "mode": mode,
+                   ("threshold" if mode == "threshold" else "k"): params[0]}
+        config = RunConfig.from_dict({"converter": "similarity", "model": model, "dataset": settings["dataset"],
+                                      "options": options, "device": device, **_run_settings(settings)})
+        plan_run(config)
+
+
+def sweep_settings(dataset: str = "digits", data_root: str | os.PathLike[str] | None = None,
+                   options: dict[str, Any] | None = None, epochs: int | None = None, lr: float | None = None,
+                   patience: int | None = None, limit_train: int | None = None,
+                   limit_test: int | None = None) -> dict[str, Any]:
+    """The settings every row of a sweep shares (saved in ``sweep.json``; fixed on resume).
+
+    Raises:
+        ConfigError: If ``options`` sets a grid axis (metric, mode, threshold, k).
+    """
+    options = dict(options or {})
+    clash = [k for k in options if k.split(".")[-1] in GRID_OPTIONS]
+    if clash:
+        raise ConfigError(f"option(s) {', '.join(clash)} are the sweep's grid; use --metric, --mode, --threshold "
+                          "or --k instead")
+    root = str(Path(data_root).expanduser().resolve()) if data_root is not None else None
+    return _plain({"dataset": dataset, "data_root": root, "options": options, "epochs": epochs, "lr": lr,
+                   "patience": patience, "limit_train": limit_train, "limit_test": limit_test})
+
+
+def run_sweep(
+    out: str | os.PathLike[str],
+    *,
+    metrics: Sequence[str] = ("cosine",),
+    mode: str | None = None,
+    thresholds: Sequence[float] = (),
+    ks: Sequence[int] = (),
+    seeds: Sequence[int] = (0,),
+    models: Sequence[str] = ("gcn", "mlp"),
+    dataset: str = "digits",
+    data_root: str | os.PathLike[str] | None = None,
+    options: dict[str, Any] | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    patience: int | None = None,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    device: str = "auto",
+    keep_runs: bool = False,
+    retry_failed: bool = False,
+) -> SweepResult:
+    """Run (or resume) a similarity-graph sweep into ``out`` (see the module docs).
+
+    Args:
+        out: The sweep directory (created; an existing sweep there is resumed).
+        metrics, mode, thresholds, ks, seeds, models: The grid; give ``thresholds`` (mode
+            ``threshold``, the default then) or ``ks`` (mode ``knn``, the default then, or
+            ``mutual``).
+        dataset, data_root, options, epochs, lr, patience, limit_train, limit_test: The
+            settings every row shares, as for :func:`graphforge.run` (``None``: the
+            engine's defaults for full-graph training).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (may differ on a resume).
+        keep_runs: Keep every row's run directory under ``out/runs`` (failed rows' are
+            always kept).
+        retry_failed: Run failed rows again, replacing them in ``results.csv``.
+
+    Returns:
+        The :class:`SweepResult`.
+
+    Raises:
+        ConfigError: For a bad grid or option, a directory holding another sweep or
+            something else, or a sweep already running there.
+        DataError: For a corrupt ``results.csv``.
+    """
+    names, mode, params = check_grid(metrics, mode, thresholds, ks, seeds, models)
+    settings = sweep_settings(dataset, data_root, options, epochs, lr, patience, limit_train, limit_test)
+    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    models = list(dict.fromkeys(models))
+    _preflight(settings, names, mode, params, models, device)
+    grid = _plain({"metrics": names, "modes": [mode], "thresholds": params if mode == "threshold" else [],
+                   "k": params if mode != "threshold" else [], "seeds": seeds, "models": models})
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (
+            not (out / SETTINGS_FILE).exists() and any(p.name != ".sweep.lock" for p in out.iterdir()))):
+        raise ConfigError(f"{out} exists and is not a sweep directory (no {SETTINGS_FILE}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    with _sweep_lock(out):
+        _open_sweep(out, settings, grid)
+        results = ResultsFile(out / RESULTS_FILE)
+        rows = results.load()
+        done = {_key_of_row(r, i + 2): i for i, r in enumerate(rows)}
+        keys = grid_keys(names, mode, params, seeds, models)
+        todo = [k for k in keys if k not in done or (retry_failed and rows[done[k]]["status"] == "failed")]
+        skipped = len(keys) - len(todo)
+        if skipped:
+            log.info("%d of %d rows already in %s; running the other %d", skipped, len(keys), results.path, len(todo))
+        runs_dir = out / "runs"
+        for n, key in enumerate(todo, start=1):
+            run_dir = runs_dir / key.run_name
+            if run_dir.exists():  # left by a killed or failed run of this row
+                shutil.rmtree(run_dir)
+            row = _run_row(key, settings, run_dir, device)
+            if key in done:
+                rows[done[key]] = row
+                results.rewrite(rows)
+            else:
+                results.append(row)
+                done[key] = len(rows)
+                rows.append(row)
+            if row["status"] == "ok":
+                if not keep_runs:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                log.info("[%d/%d] %s: test %.4f  val %.4f  (%d edges, %.1f s)", n, len(todo), key.describe(),
+                         float(row["test_accuracy"]), float(row["val_accuracy"]), int(row["edges"] or 0),
+                         float(row["seconds"]))
+            else:
+                log.warning("[%d/%d] %s failed: %s", n, len(todo), key.describe(), row["error"])
+        rows = [{c: str(r.get(c, "")) for c in RESULT_COLUMNS} for r in rows]
+        summary, files = write_summary(out, rows, settings)
+    failed = sum(r["status"] == "failed" for r in rows)
+    return SweepResult(out, rows, summary, ran=len(todo), skipped=skipped, failed=failed,
+                       best=best_row(summary), files=[results.path, *files])
+
