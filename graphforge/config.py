@@ -44,6 +44,7 @@ class RunConfig:
         out: Run directory (default ``runs/<timestamp>-<converter>-<model>``).
         limit_train: Keep a seeded stratified subset of this many training samples.
         limit_test: Keep at most this many validation and test samples (stratified).
+        plots: Draw the run's plots (confusion matrix, learning curves, plugin plots).
     """
 
     dataset: str = "digits"
@@ -63,6 +64,7 @@ class RunConfig:
     out: str | None = None
     limit_train: int | None = None
     limit_test: int | None = None
+    plots: bool = True
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first impossible value."""
@@ -84,6 +86,8 @@ class RunConfig:
             raise ConfigError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
             )
+        if not isinstance(self.plots, bool):
+            raise ConfigError(f"plots must be true or false, got {self.plots!r}")
         if not isinstance(self.options, dict):
             raise ConfigError(f"options must be a mapping, got {type(self.options).__name__}")
         device = str(self.device)

@@ -29,6 +29,15 @@ def test_mlp_on_digits_reaches_90_percent(tmp_path):
     assert not list(run_dir.rglob("*.tmp")), "temporary files left behind"
 
 
+def test_no_plots_skips_every_picture_but_nothing_else(tmp_path):
+    a = graphforge.run("none", "mlp", seed=3, out=str(tmp_path / "a"), **FAST)
+    b = graphforge.run("none", "mlp", seed=3, out=str(tmp_path / "b"), plots=False, **FAST)
+    assert not list((tmp_path / "b").rglob("*.png")) and list((tmp_path / "a").rglob("*.png"))
+    assert a.metrics["test_accuracy"] == b.metrics["test_accuracy"]
+    with pytest.raises(ConfigError, match="plots must be true or false"):
+        graphforge.run("none", "mlp", plots="no", out=str(tmp_path / "c"))
+
+
 def test_same_seed_same_result_different_seed_differs(tmp_path):
     a = graphforge.run("none", "mlp", seed=1, out=str(tmp_path / "a"), **FAST)
     b = graphforge.run("none", "mlp", seed=1, out=str(tmp_path / "b"), **FAST)

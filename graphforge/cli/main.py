@@ -92,6 +92,7 @@ def cli() -> None:
 @click.option("--limit-test", type=click.IntRange(min=1), help="Use at most N validation and N test samples.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
               help="Continue a stopped run from its directory (--epochs may extend it).")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the run's plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.pass_context

@@ -219,13 +219,14 @@ def _finish(
     write_json(rundir.file("classification_report.json"), {s: v["report"] for s, v in summaries.items()})
     write_text(rundir.file("classification_report.txt"), report_text(test["report"]))
     write_json(rundir.file("confusion_matrix.json"), {s: v["confusion"] for s, v in summaries.items()})
-    title = f"{cfg.converter} + {cfg.model} on {cfg.dataset}"
-    plots.plot_confusion_matrix(test["confusion"], data.class_names, rundir.plot_path("confusion_matrix.png"),
-                                f"{title}: test accuracy {test['accuracy']:.4f}")
-    if history:
-        plots.plot_learning_curves(history, rundir.plot_path("learning_curves.png"), title)
-    for plugin in (plan.converter, plan.model):
-        plugin.write_plots(history, rundir.plots_dir())
+    if cfg.plots:
+        title = f"{cfg.converter} + {cfg.model} on {cfg.dataset}"
+        plots.plot_confusion_matrix(test["confusion"], data.class_names, rundir.plot_path("confusion_matrix.png"),
+                                    f"{title}: test accuracy {test['accuracy']:.4f}")
+        if history:
+            plots.plot_learning_curves(history, rundir.plot_path("learning_curves.png"), title)
+        for plugin in (plan.converter, plan.model):
+            plugin.write_plots(history, rundir.plots_dir())
     metrics.update(plan.converter.report(rundir) or {})
     rundir.write_metrics(metrics)
     return metrics

@@ -54,6 +54,8 @@ MODES: tuple[str, ...] = ("threshold", "knn", "mutual")
 WEIGHTS: tuple[str, ...] = ("similarity", "gaussian", "none")
 #: Above this many nodes ``index="auto"`` switches from the exact flat index to IVF.
 AUTO_FLAT_LIMIT = 200_000
+#: An approximate index whose measured recall is below this gets a warning.
+LOW_RECALL = 0.9
 
 
 def is_similarity(metric: str) -> bool:
@@ -267,6 +269,11 @@ def similarity_graph(
     if not knn.exact and recall_sample:
         stats["recall"] = _measure_recall(knn, emb, name, mode, k, threshold, recall_sample, seed)
         stats["recall_sample"] = min(recall_sample, n)
+        if stats["recall"] < LOW_RECALL:
+            hint = "raise nprobe (-o nprobe=...)" if params.index == "ivf" else "try index=ivf with a high nprobe"
+            log.warning("similarity graph: the %s index found only %.1f %% of the true neighbours on %d sampled "
+                        "nodes; %s, or use index=flat (exact)", params.index, 100 * stats["recall"],
+                        stats["recall_sample"], hint)
     not_loop = edge_index[0] != edge_index[1]
     degree = torch.bincount(edge_index[1][not_loop], minlength=n)
     stats.update(

@@ -406,7 +406,7 @@ def write_summary(out: Path, rows: Sequence[dict[str, str]], settings: dict[str,
 
 
 # --------------------------------------------------------------------------- running
-def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str) -> dict[str, Any]:
+def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str, plots: bool) -> dict[str, Any]:
     import torch
 
     from graphforge.api import run as api_run
@@ -419,7 +419,7 @@ def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str
     start = time.perf_counter()
     try:
         result = api_run("similarity", key.model, settings["dataset"], options=options, seed=key.seed,
-                         out=str(run_dir), device=device, **_run_settings(settings))
+                         out=str(run_dir), device=device, plots=plots, **_run_settings(settings))
     except (GraphforgeError, torch.cuda.OutOfMemoryError) as exc:
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         row.update(status="failed", error=message, seconds=f"{time.perf_counter() - start:.3f}")
@@ -541,7 +541,8 @@ def run_sweep(
             run_dir = runs_dir / key.run_name
             if run_dir.exists():  # left by a killed or failed run of this row
                 shutil.rmtree(run_dir)
-            row = _run_row(key, settings, run_dir, device)
+            # Plots only where the run directory stays (they are ~40 % of a small run).
+            row = _run_row(key, settings, run_dir, device, plots=keep_runs)
             if key in done:
                 rows[done[key]] = row
                 results.rewrite(rows)

@@ -179,3 +179,11 @@ def test_bad_embeddings():
         similarity_graph(torch.zeros(4, 2, 2))
     with pytest.raises(ConfigError, match="at least 2 nodes"):
         similarity_graph(torch.zeros(1, 3), k=1)
+
+
+def test_low_recall_warns(caplog):
+    x = torch.randn(4000, 32, generator=torch.Generator().manual_seed(3))  # no structure: hard for IVF
+    with caplog.at_level(logging.WARNING, logger="graphforge"):
+        graph = similarity_graph(x, metric="euclidean", k=10, index="ivf", nlist=64, nprobe=1, recall_sample=200)
+    assert graph.stats["recall"] < 0.9
+    assert "true neighbours" in caplog.text and "nprobe" in caplog.text
