@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from graphforge.plugins import iter_entries
-from graphforge.testing import check_registered, synthetic_input, SAMPLE_SPECS
+from graphforge.testing import SAMPLE_SPECS, check_registered, synthetic_input
 from tests.helpers import TestModelsPlugin
 
 ENTRIES = [(e.kind, e.name) for e in iter_entries()]

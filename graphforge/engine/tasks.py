@@ -29,7 +29,6 @@ from graphforge.core.data import (
     check_graph_splits,
     graph_split_nodes,
 )
-from graphforge.engine.sampling import make_neighbor_loader
 from graphforge.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -235,6 +234,10 @@ class SampledTransductiveTask:
         self.progress = progress
         self.seed = seed
         train_nodes, _ = graph_split_nodes(self.graph, "train", False)
+        from graphforge.engine.sampling import (
+            make_neighbor_loader,  # imports PyG's loaders: only when used
+        )
+
         self.train_loader = make_neighbor_loader(self.graph, num_neighbors, train_nodes, batch_size, shuffle=True,
                                                  generator=generator)
         self._eval_generator = torch.Generator()
@@ -264,6 +267,8 @@ class SampledTransductiveTask:
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         nodes, y = graph_split_nodes(self.graph, split, False)
         if split not in self._eval_loaders:
+            from graphforge.engine.sampling import make_neighbor_loader
+
             self._eval_loaders[split] = make_neighbor_loader(
                 self.graph, self.num_neighbors, nodes, self.batch_size * 4, shuffle=False,
                 generator=self._eval_generator, share_with=self.train_loader,

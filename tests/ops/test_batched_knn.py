@@ -12,13 +12,12 @@ import torch
 from graphforge.errors import ConfigError, DataError
 from graphforge.ops import (
     METRICS,
+    _extension,
     batched_knn,
     batched_knn_reference,
     dense_batched_knn,
     knn_backend,
 )
-from graphforge.ops import _extension
-
 from tests.ops.knn_checks import check_knn
 
 NATIVE = _extension._C is not None

@@ -11,7 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from graphforge.builtin.datasets._common import carve_validation, parse_fractions, split_three
+from graphforge.builtin.datasets._common import (
+    carve_validation,
+    parse_fractions,
+    split_three,
+)
 from graphforge.builtin.datasets.tables import TABLE_SUFFIXES, Table, read_table
 from graphforge.core.data import DataSplits, Split
 from graphforge.core.dataset import Dataset

@@ -143,7 +143,7 @@ def label_spreading(
     restart = (1 - alpha) * seeds.double()
     scores = seeds.double()
     done = 0
-    for done in range(1, iterations + 1):
+    for done in range(1, iterations + 1):  # noqa: B007 (read after the loop)
         updated = torch.addmm(restart, s, scores, alpha=alpha)
         change = float((updated - scores).abs().max()) if tol is not None and scores.numel() else None
         scores = updated

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from graphforge import DataSplits, Dataset, Split
+from graphforge import Dataset, DataSplits, Split
 from graphforge.core.splits import stratified_split
 
 SHAPES: tuple[str, ...] = ("sphere", "cube", "cylinder", "cone", "torus", "pyramid")

@@ -1,10 +1,10 @@
 import pytest
 import torch
+from graphforge_pointcloud import SHAPES, sample_shape
 
 import graphforge
 from graphforge.errors import ConfigError
 from graphforge.testing import check_registered
-from graphforge_pointcloud import SHAPES, sample_shape
 
 
 def test_registered_through_the_entry_point():
