@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 
 def accuracy(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -29,6 +28,9 @@ def summarize(pred: torch.Tensor, target: torch.Tensor, num_classes: int, class_
         ``{"accuracy", "macro_f1", "report", "confusion"}``; ``report`` is
         scikit-learn's per-class dict, ``confusion`` a ``[C, C]`` list (rows = truth).
     """
+    # scikit-learn takes ~1.5 s to import: only when a run reports, not for every CLI command.
+    from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
     p = pred.cpu().numpy()
     t = target.cpu().numpy()
     labels = np.arange(num_classes)
