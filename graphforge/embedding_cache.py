@@ -116,6 +116,6 @@ def cached_embed(
     if path is not None:
         try:
             save_torch(path, out.clone())  # clone: a view would save its whole storage
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
             log.warning("could not write embedding cache file %s (%s); continuing without it", path, exc)
     return out

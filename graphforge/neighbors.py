@@ -201,6 +201,9 @@ def _sort_by_distance_then_index(dist: torch.Tensor, idx: torch.Tensor) -> tuple
 
 # --- fp32 candidate scores -----------------------------------------------------------
 _L2_LIKE = frozenset({"euclidean", "sqeuclidean", "chord"})
+_SHIFT_INVARIANT = frozenset({"euclidean", "sqeuclidean", "cityblock", "linf"})
+#: The largest k a FAISS GPU index searches; more candidates use a CPU copy of the index.
+_FAISS_GPU_MAX_K = 2048
 
 
 class _Prepared:
@@ -221,6 +224,13 @@ class _Prepared:
         self.n = int(db.shape[0])
         if metric in ("cosine", "chord"):
             db = _unit64(db).float()
+        # Translation-invariant metrics are searched on data centred at the database
+        # mean: the distances are the same, but the fp32 error bound (which grows with
+        # the norms) stays tight for data far from the origin.
+        self.shift: torch.Tensor | None = None
+        if metric in _SHIFT_INVARIANT and self.n:
+            self.shift = db.double().mean(0).float()
+            db = db - self.shift
         self.db = db
         if metric in _L2_LIKE:
             self.sq_norms = (db * db).sum(1)  # fp32 rounding here is inside the error bound
@@ -234,8 +244,9 @@ class _Prepared:
         else:  # linf
             self.max_norm = float(db.abs().max()) if self.n else 0.0
         # Worst-case relative rounding of a length-D fp32 reduction (Higham's gamma_D),
-        # doubled for the element-wise rounding and the final additions.
-        self.gamma = 2.0 * (self.dim + 4) * _FP32_EPS
+        # doubled for the element-wise rounding and the final additions, and half as much
+        # again for rounding the centred coordinates.
+        self.gamma = 3.0 * (self.dim + 4) * _FP32_EPS
 
     def scores(self, q: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """fp32 scores (smaller = nearer) of prepared queries ``q`` against rows ``start:stop``."""
@@ -250,11 +261,18 @@ class _Prepared:
         q = q.to(self.device)
         if self.metric in ("cosine", "chord"):
             q = _unit64(q).float()
+        if self.shift is not None:
+            q = q - self.shift
         return q
+
+    def _centred64(self, q_cpu: torch.Tensor) -> torch.Tensor:
+        """Queries in float64, on the (centred) scale the fp32 scores use."""
+        q64 = q_cpu.double()
+        return q64 - self.shift.cpu().double() if self.shift is not None else q64
 
     def error_bound(self, q_cpu: torch.Tensor) -> torch.Tensor:
         """Per-query bound on ``|fp32 score - exact score|`` (float64 ``[B]``)."""
-        q64 = q_cpu.double()
+        q64 = self._centred64(q_cpu)
         if self.metric in _L2_LIKE:
             # Covers |x|^2 - 2 q.x (torch) and |q|^2 + |x|^2 - 2 q.x (FAISS) in fp32; for
             # chord, 16 eps more for rounding the normalised rows to fp32.
@@ -273,9 +291,9 @@ class _Prepared:
     def exact_score(self, d: torch.Tensor, q_cpu: torch.Tensor) -> torch.Tensor:
         """Exact distances ``d`` (``[B, C]`` or ``[B, 1]``) -> the same scale as :meth:`scores`."""
         if self.metric == "euclidean":
-            return d.square() - q_cpu.double().square().sum(1, keepdim=True)
+            return d.square() - self._centred64(q_cpu).square().sum(1, keepdim=True)
         if self.metric == "sqeuclidean":
-            return d - q_cpu.double().square().sum(1, keepdim=True)
+            return d - self._centred64(q_cpu).square().sum(1, keepdim=True)
         if self.metric == "chord":
             return d.square() - _unit64(q_cpu).square().sum(1, keepdim=True)
         if self.metric == "cosine":
@@ -503,6 +521,7 @@ class KNNIndex:
         self.backend = "faiss" if self.use_faiss else "torch"
         self._prep = _Prepared(self.database, self.metric, self.device)
         self._faiss: Any = None
+        self._faiss_cpu: Any = None
 
     def __len__(self) -> int:
         return int(self.database.shape[0])
@@ -517,9 +536,17 @@ class KNNIndex:
         """Whether searches are exact (a flat index)."""
         return self.params.index == "flat"
 
-    def _faiss_index(self) -> Any:
+    def _faiss_index(self, *, cpu: bool = False) -> Any:
+        """The FAISS index; with ``cpu=True`` a CPU copy of a GPU index (FAISS GPU indexes
+        have no range search, and search at most k = 2048 neighbours)."""
         if self._faiss is None:
             self._faiss = _build_faiss_index(self._prep, self.params)
+        if cpu and getattr(self._prep, "_faiss_res", None) is not None:
+            if self._faiss_cpu is None:
+                import faiss
+
+                self._faiss_cpu = faiss.index_gpu_to_cpu(self._faiss)
+            return self._faiss_cpu
         return self._faiss
 
     def _queries(self, queries: Any) -> torch.Tensor:
@@ -581,7 +608,10 @@ class KNNIndex:
         c = min(n, k + (margin if margin is not None else default_margin))
         db_block = _db_block(n)
         if batch_size is None:
-            batch_size = max(1, min(m, DEFAULT_BLOCK_ELEMENTS // max(1, db_block)))
+            # Bounded by the fp32 score block and by the float64 re-ranking of c candidates
+            # of D features per query (about three [B, c, D] float64 temporaries).
+            rerank = DEFAULT_BLOCK_ELEMENTS // max(1, 6 * c * self.dim)
+            batch_size = max(1, min(m, DEFAULT_BLOCK_ELEMENTS // max(1, db_block), rerank))
         out_d = torch.empty(m, k, dtype=torch.float64)
         out_i = torch.empty(m, k, dtype=torch.long)
         for start in range(0, m, batch_size):
@@ -596,7 +626,7 @@ class KNNIndex:
 
     def _candidates(self, q: torch.Tensor, c: int, db_block: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.use_faiss:
-            return _faiss_candidates(self._prep, self._faiss_index(), self.params, q, c)
+            return _faiss_candidates(self._prep, self._faiss_index(cpu=c > _FAISS_GPU_MAX_K), self.params, q, c)
         return _torch_candidates(self._prep, q, c, db_block)
 
     def _search_block(
@@ -722,7 +752,7 @@ class KNNIndex:
             faiss_limit = float((-limit).min())
         else:
             faiss_limit = float(limit.max())
-        index = self._faiss_index()
+        index = self._faiss_index(cpu=True)
         if self.params.index == "hnsw":
             index.hnsw.efSearch = self.params.ef_search or 64
         lims, _, idx = index.range_search(np.ascontiguousarray(q.cpu().numpy()),

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from graphforge._version import __version__
-from graphforge.errors import ConfigError, DataError, GraphforgeError
+from graphforge.errors import ConfigError, DataError
 from graphforge.io import write_json, write_text
 from graphforge.similarity.graph import GRAPH_METRICS, MODES, check_graph_options
 
@@ -407,7 +407,6 @@ def write_summary(out: Path, rows: Sequence[dict[str, str]], settings: dict[str,
 
 # --------------------------------------------------------------------------- running
 def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str, plots: bool) -> dict[str, Any]:
-    import torch
 
     from graphforge.api import run as api_run
 
@@ -420,7 +419,7 @@ def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str
     try:
         result = api_run("similarity", key.model, settings["dataset"], options=options, seed=key.seed,
                          out=str(run_dir), device=device, plots=plots, **_run_settings(settings))
-    except (GraphforgeError, torch.cuda.OutOfMemoryError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded in its row; the sweep goes on
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         row.update(status="failed", error=message, seconds=f"{time.perf_counter() - start:.3f}")
         return row

@@ -295,6 +295,16 @@ def test_unwritable_cache_is_a_warning(tmp_path, images, caplog):
     assert out.shape == (4, 144) and "could not write" in caplog.text
 
 
+def test_full_disk_while_caching_is_a_warning(tmp_path, images, caplog, monkeypatch):
+    def full_disk(path, obj):
+        raise RuntimeError("[enforce fail at inline_container.cc:671] . unexpected pos 1024 vs 854")
+
+    monkeypatch.setattr("graphforge.embedding_cache.save_torch", full_disk)
+    with caplog.at_level(logging.WARNING, logger="graphforge"):
+        out = cached_embed(CountingPixels(), images, device="cpu", batch_size=2, cache_dir=tmp_path)
+    assert out.shape == (4, 144) and "could not write" in caplog.text
+
+
 def test_embedder_returning_wrong_rows_is_a_plugin_error(tmp_path, images):
     class Broken(CountingPixels):
         def embed(self, x, device, batch_size):

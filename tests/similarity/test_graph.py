@@ -187,3 +187,25 @@ def test_low_recall_warns(caplog):
         graph = similarity_graph(x, metric="euclidean", k=10, index="ivf", nlist=64, nprobe=1, recall_sample=200)
     assert graph.stats["recall"] < 0.9
     assert "true neighbours" in caplog.text and "nprobe" in caplog.text
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cityblock", "linf"])
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_far_from_the_origin_stays_exact_without_fallbacks(metric, backend):
+    """Translation-invariant metrics search centred data: an offset of 1000 (or one far
+    outlier) neither breaks exactness nor sends the queries to the float64 fallback."""
+    from graphforge.neighbors import SearchStats
+
+    g = torch.Generator().manual_seed(4)
+    smooth = torch.randn(400, 8, generator=g) * 4 + 1000.0  # no ties: the certificate should pass
+    stats = SearchStats()
+    KNNIndex(smooth, metric, backend=backend).search(smooth, 5, stats=stats)
+    assert stats.fallback_queries <= 4, stats.fallback_queries
+    x = torch.round(smooth * 4) / 4  # many exact ties: still exact
+    n = len(x)
+    d = pair_distances(x.repeat_interleave(n, 0), x.repeat(n, 1), metric).view(n, n)
+    order = np.lexsort((np.tile(np.arange(n), (n, 1)), d.numpy()), axis=1)[:, :5]
+    _, idx = KNNIndex(x, metric, backend=backend).search(x, 5)
+    assert np.array_equal(idx.numpy(), order)
+    qi, ri, _ = KNNIndex(x, metric, backend=backend).range_search(x, float(d.flatten().kthvalue(4000).values))
+    assert set(zip(qi.tolist(), ri.tolist())) == set(map(tuple, torch.nonzero(d <= d.flatten().kthvalue(4000).values).tolist()))
