@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from graphforge.errors import ConfigError
@@ -72,12 +73,12 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name} must be a plugin name, got {value!r}")
-        _check_int(self.epochs, "epochs", minimum=1, optional=True)
-        _check_int(self.batch_size, "batch_size", minimum=1)
-        _check_int(self.patience, "patience", minimum=0, optional=True)
-        _check_int(self.seed, "seed", minimum=0)
-        _check_int(self.limit_train, "limit_train", minimum=1, optional=True)
-        _check_int(self.limit_test, "limit_test", minimum=1, optional=True)
+        check_int(self.epochs, "epochs", minimum=1, optional=True)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_int(self.patience, "patience", minimum=0, optional=True)
+        check_int(self.seed, "seed", minimum=0)
+        check_int(self.limit_train, "limit_train", minimum=1, optional=True)
+        check_int(self.limit_test, "limit_test", minimum=1, optional=True)
         if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
@@ -90,9 +91,7 @@ class RunConfig:
             raise ConfigError(f"plots must be true or false, got {self.plots!r}")
         if not isinstance(self.options, dict):
             raise ConfigError(f"options must be a mapping, got {type(self.options).__name__}")
-        device = str(self.device)
-        if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as plain data (for YAML)."""
@@ -112,11 +111,29 @@ class RunConfig:
         return cls(**data)
 
 
-def _check_int(value: Any, name: str, *, minimum: int, optional: bool = False) -> None:
+def check_int(value: Any, name: str, *, minimum: int, optional: bool = False) -> int | None:
+    """Return ``value`` as an ``int`` if it is an integer ``>= minimum`` (``None`` when optional).
+
+    Raises:
+        ConfigError: ``"{name} must be an integer >= {minimum}, got ..."``.
+    """
     if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_device(device: Any) -> str:
+    """Return ``device`` if it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ConfigError: Naming the bad value.
+    """
+    text = str(device)
+    if not isinstance(device, str) or not (text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return text
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

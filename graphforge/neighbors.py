@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphforge.config import check_int
 from graphforge.errors import ConfigError, DataError
 
 log = logging.getLogger("graphforge")
@@ -328,13 +329,9 @@ class IndexParams:
         if self.index not in INDEX_TYPES:
             raise ConfigError(f"unknown index {self.index!r}; choose one of: {', '.join(INDEX_TYPES)}")
         for name in ("nlist", "nprobe", "ef_search"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(getattr(self, name), name, minimum=1, optional=True)
         for name in ("hnsw_m", "ef_construction"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ConfigError(f"{name} must be an integer >= 2, got {value!r}")
+            check_int(getattr(self, name), name, minimum=2)
 
     def resolved_nlist(self, n: int) -> int:
         """The IVF list count for ``n`` rows."""

@@ -32,7 +32,7 @@ from graphforge.core.dataset import Dataset
 from graphforge.core.model import FitModel, GraphFitModel, Model
 from graphforge.core.splits import stratified_subset
 from graphforge.engine import plots
-from graphforge.engine.metrics import report_text, summarize
+from graphforge.engine.metrics import accuracy, report_text, summarize
 from graphforge.engine.network import GraphforgeNet, Normalizer
 from graphforge.engine.rundir import BEST_CHECKPOINT, RunDirectory, default_run_path
 from graphforge.engine.runtime import resolve_device, seed_everything
@@ -247,15 +247,21 @@ def _run_fit(
     for s in splits:
         proba = model.predict_proba(feats[s]) if len(feats[s]) else torch.zeros(0, data.num_classes)
         results[s] = {"pred": proba.argmax(1).cpu(), "y": getattr(data, s).y}
-    acc: dict[str, float | None] = {s: float((r["pred"] == r["y"]).float().mean()) if len(r["y"]) else 0.0 for s, r in results.items()}
-    acc.setdefault("train", None)
-    history = [{"epoch": 1, "train_accuracy": acc["train"], "val_accuracy": acc["val"], "seconds": train_seconds}]
-    rundir.write_history(history)
-    rundir.save(BEST_CHECKPOINT, {"fit_state": model.state_dict(), "prefix": prefix.state_dict(), **_meta(plan, data, spec, out_spec)})
-    extra = {"train_seconds": train_seconds, "train_accuracy": acc["train"], "epochs": 1, "best_epoch": 1}
+    state = {"fit_state": model.state_dict(), "prefix": prefix.state_dict(), **_meta(plan, data, spec, out_spec)}
+    history, extra = _record_fit(rundir, results, train_seconds, state)
     # Optional model-specific results (e.g. a k sweep): merged into metrics.json.
-    extra.update(model.report(feats, {s: getattr(data, s).y for s in ("train", "val", "test")}, rundir) or {})
+    extra.update(model.report(feats, {s: getattr(data, s).y for s in SPLIT_NAMES}, rundir) or {})
     return {"val": results["val"], "test": results["test"]}, history, extra
+
+
+def _record_fit(rundir: RunDirectory, results: dict[str, dict[str, Any]], train_seconds: float,
+                state: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """History, checkpoint and figures of a model fitted in one step (no epochs)."""
+    acc = {s: accuracy(r["pred"], r["y"]) for s, r in results.items()}
+    history = [{"epoch": 1, "train_accuracy": acc.get("train"), "val_accuracy": acc["val"], "seconds": train_seconds}]
+    rundir.write_history(history)
+    rundir.save(BEST_CHECKPOINT, state)
+    return history, {"train_seconds": train_seconds, "train_accuracy": acc.get("train"), "epochs": 1, "best_epoch": 1}
 
 
 def _run_graph_fit(
@@ -278,11 +284,8 @@ def _run_graph_fit(
     for s in SPLIT_NAMES:
         nodes, y = graph_split_nodes(graph, s, mapped)
         results[s] = {"pred": pred[nodes.cpu()], "y": y.cpu()}
-    acc = {s: float((r["pred"] == r["y"]).float().mean()) if len(r["y"]) else 0.0 for s, r in results.items()}
-    history = [{"epoch": 1, "train_accuracy": acc["train"], "val_accuracy": acc["val"], "seconds": train_seconds}]
-    rundir.write_history(history)
-    rundir.save(BEST_CHECKPOINT, {"graph_fit_state": model.state_dict(), **_meta(plan, data, spec, out_spec)})
-    extra = {"train_seconds": train_seconds, "train_accuracy": acc["train"], "epochs": 1, "best_epoch": 1}
+    state = {"graph_fit_state": model.state_dict(), **_meta(plan, data, spec, out_spec)}
+    history, extra = _record_fit(rundir, results, train_seconds, state)
     # Optional model-specific results: merged into metrics.json.
     extra.update(model.report(graph, proba, rundir) or {})
     return {"val": results["val"], "test": results["test"]}, history, extra
@@ -323,7 +326,8 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
     graph = None
     if plan.converter.level == "dataset":
         graph = plan.converter.convert(data)
-    full_graph = graph is not None and not (is_fit or is_graph_fit) and plan.model.neighbor_sampling(graph.num_nodes) is None
+    fanout = plan.model.neighbor_sampling(graph.num_nodes) if graph is not None and not (is_fit or is_graph_fit) else None
+    full_graph = graph is not None and not (is_fit or is_graph_fit) and fanout is None
     defaults = FULL_GRAPH_DEFAULTS if full_graph else {**MINI_BATCH_DEFAULTS, "epochs": plan.model.default_epochs}
     cfg.epochs = epochs = cfg.epochs or defaults["epochs"]
     cfg.lr = cfg.lr if cfg.lr is not None else defaults["lr"]
@@ -353,7 +357,6 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
             log.info("network: %d parameters on %s", sum(p.numel() for p in net.parameters()), plan.device)
             generator = torch.Generator().manual_seed(cfg.seed)
             task: Task
-            fanout = plan.model.neighbor_sampling(graph.num_nodes) if graph is not None else None
             if fanout is not None:
                 log.info("neighbour-sampled training on %d nodes: fanout %s, batch size %d",
                          graph.num_nodes, fanout, cfg.batch_size)

@@ -31,8 +31,6 @@ from graphforge.core.data import (
 )
 from graphforge.errors import DataError
 
-SPLITS = ("train", "val", "test")
-
 
 class Task(Protocol):
     """What the trainer needs from a task."""

@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
+from graphforge.config import check_int
 from graphforge.errors import ConfigError
 from graphforge.neighbors import (
     INDEX_TYPES,
@@ -78,13 +78,9 @@ def score_from_distance(metric: str, distance: torch.Tensor) -> torch.Tensor:
 
 
 def radius_of_threshold(metric: str, threshold: float) -> float:
-    """The :mod:`graphforge.neighbors` radius that keeps scores passing ``threshold``."""
-    metric = canonical_metric(metric)
-    if metric == "cosine":
-        return 1.0 - threshold
-    if metric == "ip":
-        return -threshold
-    return threshold
+    """The :mod:`graphforge.neighbors` radius that keeps scores passing ``threshold``
+    (the score mapping is its own inverse)."""
+    return float(score_from_distance(metric, threshold))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -96,6 +92,7 @@ class SimilarityGraph:
         score: float64 ``[E]``: the similarity (``cosine``, ``ip``) or distance of each edge.
         weight: float32 ``[E]`` edge weights, or ``None`` for ``weight="none"``.
         num_nodes: Number of nodes.
+        degree: int64 ``[M]`` neighbours of each node (incoming edges, self-loops excluded).
         stats: Edges, mean degree, isolated nodes, seconds, index, recall (approximate
             indexes), ...
     """
@@ -104,13 +101,8 @@ class SimilarityGraph:
     score: torch.Tensor
     weight: torch.Tensor | None
     num_nodes: int
+    degree: torch.Tensor
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def check_graph_options(metric: str, mode: str, k: Any, threshold: Any, weight: str, index: str) -> str:
@@ -130,7 +122,7 @@ def check_graph_options(metric: str, mode: str, k: Any, threshold: Any, weight: 
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
             raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
     else:
-        _check_int("k", k, 1)
+        check_int(k, "k", minimum=1)
     if weight not in WEIGHTS:
         raise ConfigError(f"unknown weight {weight!r}; choose one of: {', '.join(WEIGHTS)}")
     if weight == "gaussian" and name == "ip":
@@ -152,14 +144,14 @@ def _coalesce(src: torch.Tensor, dst: torch.Tensor, score: torch.Tensor, n: int)
     return torch.stack([key % n, key // n]), score
 
 
-def _edge_weights(metric: str, score: torch.Tensor, weight: str) -> torch.Tensor | None:
+def _edge_weights(metric: str, score: torch.Tensor, dist: torch.Tensor, weight: str) -> torch.Tensor | None:
     if weight == "none":
         return None
     if weight == "similarity":
         w = score if metric in SIMILARITY_METRICS else 1.0 / (1.0 + score)
         return w.float()
     # gaussian: exp(-d^2 / (2 sigma^2)) with sigma the median edge distance
-    d = 1.0 - score if metric == "cosine" else score
+    d = dist
     positive = d[d > 0]
     sigma = float(positive.median()) if len(positive) else 1.0
     return torch.exp(-(d * d) / (2 * sigma * sigma)).float()
@@ -239,7 +231,7 @@ def similarity_graph(
         DataError: If ``x`` is not 2-D or holds NaN / infinite values.
     """
     name = check_graph_options(metric, mode, k, threshold, weight, index if isinstance(index, str) else index.index)
-    _check_int("recall_sample", recall_sample, 0)
+    check_int(recall_sample, "recall_sample", minimum=0)
     start = time.perf_counter()
     emb = as_float_matrix(x, "embeddings")
     n = len(emb)
@@ -264,7 +256,7 @@ def similarity_graph(
         src, dst, dist = torch.cat([src, loops]), torch.cat([dst, loops]), torch.cat([dist, self_d])
     edge_index, dist = _coalesce(src, dst, dist, n)
     score = score_from_distance(name, dist)
-    w = _edge_weights(name, score, weight)
+    w = _edge_weights(name, score, dist, weight)
     search_seconds = time.perf_counter() - start
     if not knn.exact and recall_sample:
         stats["recall"] = _measure_recall(knn, emb, name, mode, k, threshold, recall_sample, seed)
@@ -291,7 +283,7 @@ def similarity_graph(
     log.info("similarity graph: %d nodes, %d edges (mean degree %.2f, %d isolated) with %s %s via %s %s in %.2f s",
              n, stats["edges"], stats["mean_degree"], stats["isolated_nodes"], name, mode, knn.backend,
              params.index, search_seconds)
-    return SimilarityGraph(edge_index, score, w, n, stats)
+    return SimilarityGraph(edge_index, score, w, n, degree, stats)
 
 
 def knn_self_distances(emb: torch.Tensor, metric: str) -> torch.Tensor:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphforge.config import check_int
 from graphforge.errors import ConfigError, DataError
 from graphforge.neighbors import as_float_matrix, pair_distances
 from graphforge.similarity.graph import (
@@ -46,12 +47,6 @@ SUMMARY_KEYS: tuple[str, ...] = ("count", "mean", "std", "min", "q25", "median",
 GROUPS: tuple[str, ...] = ("all", "same_class", "different_class")
 #: Rows gathered at once (elements per side) when scoring pairs.
 _GATHER_ELEMENTS = 1 << 24
-
-
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _pair_of_index(k: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +79,8 @@ def sample_pairs(num_nodes: int, max_pairs: int = DEFAULT_MAX_PAIRS, seed: int =
         ``(i, j, exhaustive)``: int64 ``[P]`` tensors sorted by ``(i, j)``, and whether they
         are all ``M (M - 1) / 2`` pairs.
     """
-    m = _check_count("num_nodes", num_nodes, 0)
-    max_pairs = _check_count("max_pairs", max_pairs, 1)
+    m = check_int(num_nodes, "num_nodes", minimum=0)
+    max_pairs = check_int(max_pairs, "max_pairs", minimum=1)
     total = m * (m - 1) // 2
     if total <= max_pairs:
         i, j = torch.triu_indices(m, m, offset=1) if m > 1 else torch.zeros(2, 0, dtype=torch.long)
@@ -149,7 +144,7 @@ def threshold_for_degree(metric: str, scores: torch.Tensor, num_nodes: int, targ
 
 
 def _threshold_from_sorted(ascending: torch.Tensor, similar: bool, num_nodes: int, target_degree: float) -> float:
-    m = _check_count("num_nodes", num_nodes, 2)
+    m = check_int(num_nodes, "num_nodes", minimum=2)
     if isinstance(target_degree, bool) or not isinstance(target_degree, (int, float)) or not math.isfinite(target_degree):
         raise ConfigError(f"target degree must be a number, got {target_degree!r}")
     if target_degree < 0 or target_degree >= m - 1:

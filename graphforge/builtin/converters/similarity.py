@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphforge.config import check_device, check_int
 from graphforge.core.converter import Converter
 from graphforge.core.data import DataSplits, InputSpec
 from graphforge.core.embedder import Embedder
 from graphforge.errors import ConfigError, DataError
 from graphforge.hookspecs import hookimpl
-from graphforge.neighbors import INDEX_TYPES, as_float_matrix
+from graphforge.neighbors import BACKENDS, as_float_matrix
 from graphforge.similarity.graph import (
     SimilarityGraph,
     check_graph_options,
@@ -121,39 +122,39 @@ class Similarity(Converter):
         for name, value in (("symmetric", symmetric), ("self_loops", self_loops), ("cache", cache)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, got {value!r}")
-        if backend not in ("auto", "faiss", "torch"):
-            raise ConfigError(f"backend must be auto, faiss or torch, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend == "torch" and index not in ("auto", "flat"):
             raise ConfigError(f"the {index} index is a FAISS index; use backend=faiss or auto")
         if features not in FEATURES:
             raise ConfigError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
         if embedder_options is not None and not isinstance(embedder_options, dict):
             raise ConfigError(f"embedder_options must be a mapping such as {{weights: r18.pth}}, got {embedder_options!r}")
-        if isinstance(embed_batch_size, bool) or not isinstance(embed_batch_size, int) or embed_batch_size < 1:
-            raise ConfigError(f"embed_batch_size must be an integer >= 1, got {embed_batch_size!r}")
-        if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-        assert index in ("auto", *INDEX_TYPES)
+        check_int(embed_batch_size, "embed_batch_size", minimum=1)
+        check_device(device)
         self.symmetric, self.self_loops, self.weight = symmetric, self_loops, weight
         self.index, self.nlist, self.nprobe, self.backend, self.device = index, nlist, nprobe, backend, device
         self.embedder, self.embedder_options = embedder, dict(embedder_options or {})
         self.embed_batch_size, self.cache, self.cache_dir, self.features = embed_batch_size, cache, cache_dir, features
+        self._stats: dict[str, Any] = {}
+        self._embedders: dict[str, Embedder] = {}
         if embedder is not None:
             self._make_embedder("images")  # unknown embedder or bad options: fail now, before data loads
-        self._stats: dict[str, Any] = {}
 
     # --- embeddings -----------------------------------------------------------------------
     def _make_embedder(self, kind: str) -> Embedder | None:
+        """The embedder for samples of ``kind`` (built once; ``None``: use the vectors as they are)."""
         name = self.embedder if self.embedder is not None else ("pixels" if kind == "images" else None)
         if name is None:
             return None
-        from graphforge.plugins import get_registry
+        if name not in self._embedders:
+            from graphforge.api import get_embedder
 
-        entry = get_registry("embedder").get(name)
-        embedder = entry.create(**self.embedder_options)
-        if not isinstance(embedder, Embedder):
-            raise ConfigError(f"embedder {name!r} built a {type(embedder).__name__}, not a graphforge.Embedder")
-        return embedder
+            embedder = get_embedder(name, **self.embedder_options)
+            if not isinstance(embedder, Embedder):
+                raise ConfigError(f"embedder {name!r} built a {type(embedder).__name__}, not a graphforge.Embedder")
+            self._embedders[name] = embedder
+        return self._embedders[name]
 
     def check_input(self, spec: InputSpec) -> None:
         """Accept images and vectors, and whatever the chosen embedder takes."""
@@ -237,7 +238,7 @@ class Similarity(Converter):
             out.edge_weight = graph.weight
         out.edge_score = graph.score.float()
         self._stats.update(graph.stats)
-        self._degree = torch.bincount(graph.edge_index[1][graph.edge_index[0] != graph.edge_index[1]], minlength=n)
+        self._degree = graph.degree
         return out
 
     # --- results ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from graphforge.config import check_int
 from graphforge.core.model import GraphFitModel
 from graphforge.errors import ConfigError, DataError
 from graphforge.hookspecs import hookimpl
@@ -29,12 +30,6 @@ def _check_alpha(alpha: Any) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ConfigError(f"alpha must be a number in (0, 1), got {alpha!r}")
     return float(alpha)
-
-
-def _check_iterations(iterations: Any) -> int:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ConfigError(f"iterations must be an integer >= 1, got {iterations!r}")
-    return iterations
 
 
 def _check_tol(tol: Any) -> float | None:
@@ -134,7 +129,7 @@ def label_spreading(
         a node no seed reaches has a zero row.
     """
     alpha = _check_alpha(alpha)
-    iterations = _check_iterations(iterations)
+    iterations = check_int(iterations, "iterations", minimum=1)
     tol = _check_tol(tol)
     n = seeds.shape[0] if num_nodes is None else int(num_nodes)
     if seeds.dim() != 2 or seeds.shape[0] != n:
@@ -179,7 +174,7 @@ class LabelPropagation(GraphFitModel):
 
     def __init__(self, alpha: float = 0.9, iterations: int = 50, tol: float | None = None) -> None:
         self.alpha = _check_alpha(alpha)
-        self.iterations = _check_iterations(iterations)
+        self.iterations = check_int(iterations, "iterations", minimum=1)
         self.tol = _check_tol(tol)
         self._proba: torch.Tensor | None = None
         self._iterations_run = 0
