@@ -333,6 +333,14 @@ class IndexParams:
         for name in ("hnsw_m", "ef_construction"):
             check_int(getattr(self, name), name, minimum=2)
 
+    def resolved_nprobe(self, nlist: int) -> int:
+        """The IVF lists probed per query (at most ``nlist``)."""
+        return min(nlist, self.nprobe or 32)
+
+    def resolved_ef_search(self, candidates: int) -> int:
+        """The HNSW search breadth for ``candidates`` results per query."""
+        return self.ef_search or max(64, 2 * candidates)
+
     def resolved_nlist(self, n: int) -> int:
         """The IVF list count for ``n`` rows."""
         if self.nlist is not None:
@@ -380,7 +388,7 @@ def _build_faiss_index(prep: _Prepared, params: IndexParams) -> Any:
         index = faiss.IndexIVFFlat(quantizer, prep.dim, nlist, metric)
         index.cp.seed = params.seed
         index.train(ivf_training_sample(db, nlist, params.seed))
-        index.nprobe = min(nlist, params.nprobe or 32)
+        index.nprobe = params.resolved_nprobe(nlist)
     else:
         index = faiss.IndexHNSWFlat(prep.dim, params.hnsw_m, metric)
         index.hnsw.efConstruction = params.ef_construction
@@ -409,7 +417,7 @@ def _faiss_candidates(prep: _Prepared, index: Any, params: IndexParams, q: torch
                       c: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``c`` fp32 candidates from a FAISS index; scores on our scale, missing ones ``inf``/-1."""
     if params.index == "hnsw":
-        index.hnsw.efSearch = params.ef_search or max(64, 2 * c)
+        index.hnsw.efSearch = params.resolved_ef_search(c)
     dist, idx = index.search(np.ascontiguousarray(q.cpu().numpy()), c)
     scores = _faiss_to_scores(prep, dist, q)
     idx_t = torch.from_numpy(idx)
@@ -751,7 +759,7 @@ class KNNIndex:
             faiss_limit = float(limit.max())
         index = self._faiss_index(cpu=True)
         if self.params.index == "hnsw":
-            index.hnsw.efSearch = self.params.ef_search or 64
+            index.hnsw.efSearch = self.params.resolved_ef_search(0)
         lims, _, idx = index.range_search(np.ascontiguousarray(q.cpu().numpy()),
                                              np.float32(faiss_limit))
         counts = torch.from_numpy(np.diff(lims).astype(np.int64))

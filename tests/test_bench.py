@@ -46,3 +46,18 @@ def test_bench_knn_classifier_json(runner):
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert result["identical_predictions"] is True
+
+
+@pytest.mark.parametrize("index", ["ivf", "flat"])
+def test_bench_similarity_times_both_sides(runner, index):
+    res = runner.invoke(cli, ["bench", "similarity", "-n", "3000", "-d", "16", "-k", "5", "--index", index,
+                              "--recall-sample", "100", "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    figures = json.loads(res.stdout.strip().splitlines()[-1])
+    assert figures["faiss_seconds"] > 0 and figures["graphforge_seconds"] > 0
+    assert figures["ratio"] == pytest.approx(figures["graphforge_seconds"] / figures["faiss_seconds"])
+    assert figures["edges"] >= 3000 * 5  # symmetrised kNN graph
+    if index == "ivf":
+        assert 0.5 < figures["recall"] <= 1.0
+    res = runner.invoke(cli, ["bench", "similarity", "-n", "10", "-k", "10"])
+    assert res.exit_code == 2 and "smaller than the number of nodes" in res.output

@@ -102,11 +102,11 @@ def _raw_faiss(x: torch.Tensor, metric: str, k: int, params: IndexParams) -> tup
         index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, faiss_metric), dim, nlist, faiss_metric)
         index.cp.seed = params.seed
         index.train(ivf_training_sample(data, nlist, params.seed))  # the sample graphforge trains on
-        index.nprobe = min(nlist, params.nprobe or 32)
+        index.nprobe = params.resolved_nprobe(nlist)
     else:
         index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss_metric)
         index.hnsw.efConstruction = params.ef_construction
-        index.hnsw.efSearch = params.ef_search or max(64, 2 * (k + 1))
+        index.hnsw.efSearch = params.resolved_ef_search(k + 1)
     index.add(data)
     return index.search(data, k + 1)
 
@@ -137,7 +137,7 @@ def run_similarity_benchmark(
                            "threads": torch.get_num_threads()}
     if index == "ivf":
         out["nlist"] = params.resolved_nlist(n)
-        out["nprobe"] = min(out["nlist"], nprobe or 32)
+        out["nprobe"] = params.resolved_nprobe(out["nlist"])
 
     say("raw FAISS: build + search ...")
     with PeakMemory() as mem:
