@@ -83,6 +83,23 @@ def _check_finite_loss(loss: torch.Tensor, where: str) -> None:
         )
 
 
+def _optimise(net: nn.Module, optimizer: torch.optim.Optimizer, logits: torch.Tensor, y: torch.Tensor,
+              epoch: int) -> tuple[float, int]:
+    """One optimiser step on the cross-entropy of ``logits`` plus the modules' aux losses.
+
+    Returns:
+        The cross-entropy and the number of correct predictions.
+    """
+    loss = F.cross_entropy(logits, y)
+    extra = aux_loss(net)
+    total = loss if extra is None else loss + extra
+    _check_finite_loss(total, f"epoch {epoch}")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
+
+
 class InductiveTask:
     """Mini-batch training on per-sample inputs (``level = "sample"`` converters).
 
@@ -123,16 +140,9 @@ class InductiveTask:
         for idx in tqdm(batches, total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress):
             x = split.x[idx].to(self.device, non_blocking=True)
             y = split.y[idx].to(self.device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            logits = self.net(x)
-            loss = F.cross_entropy(logits, y)
-            extra = aux_loss(self.net)
-            total = loss if extra is None else loss + extra
-            _check_finite_loss(total, f"epoch {epoch}")
-            total.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(idx)
-            correct += int((logits.detach().argmax(1) == y).sum())
+            loss, hits = _optimise(self.net, optimizer, self.net(x), y, epoch)
+            total_loss += loss * len(idx)
+            correct += hits
             seen += len(idx)
         return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
 
@@ -174,16 +184,9 @@ class TransductiveTask:
 
     def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
         self.net.train()
-        optimizer.zero_grad(set_to_none=True)
         logits, y = self._select(self.net(self.graph), "train")
-        loss = F.cross_entropy(logits, y)
-        extra = aux_loss(self.net)
-        total = loss if extra is None else loss + extra
-        _check_finite_loss(total, f"epoch {epoch}")
-        total.backward()
-        optimizer.step()
-        acc = float((logits.detach().argmax(1) == y).float().mean())
-        return {"train_loss": float(loss.detach()), "train_accuracy": acc}
+        loss, hits = _optimise(self.net, optimizer, logits, y, epoch)
+        return {"train_loss": loss, "train_accuracy": hits / max(len(y), 1)}
 
     @torch.no_grad()
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -248,16 +251,9 @@ class SampledTransductiveTask:
         for batch in batches:
             batch = batch.to(self.device, non_blocking=True)
             n = batch.batch_size
-            optimizer.zero_grad(set_to_none=True)
-            logits, y = self.net(batch)[:n], batch.y[:n]
-            loss = F.cross_entropy(logits, y)
-            extra = aux_loss(self.net)
-            total = loss if extra is None else loss + extra
-            _check_finite_loss(total, f"epoch {epoch}")
-            total.backward()
-            optimizer.step()
-            total_loss += float(loss.detach()) * n
-            correct += int((logits.detach().argmax(1) == y).sum())
+            loss, hits = _optimise(self.net, optimizer, self.net(batch)[:n], batch.y[:n], epoch)
+            total_loss += loss * n
+            correct += hits
             seen += n
         return {"train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
 
