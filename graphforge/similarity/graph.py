@@ -52,6 +52,13 @@ GRAPH_METRICS: tuple[str, ...] = ("cosine", "euclidean", "cityblock", "chord", "
 SIMILARITY_METRICS: frozenset[str] = frozenset({"cosine", "ip"})
 MODES: tuple[str, ...] = ("threshold", "knn", "mutual")
 WEIGHTS: tuple[str, ...] = ("similarity", "gaussian", "none")
+#: The options that pick one graph (metric and edge rule); commands that span many graphs refuse them.
+GRAPH_CHOICE_OPTIONS: tuple[str, ...] = ("metric", "mode", "threshold", "k")
+
+
+def graph_choice_options(options: dict[str, Any]) -> list[str]:
+    """The keys of ``options`` (``-o`` style, prefixes allowed) that pick one graph."""
+    return [key for key in options if key.split(".")[-1] in GRAPH_CHOICE_OPTIONS]
 #: Above this many nodes ``index="auto"`` switches from the exact flat index to IVF.
 AUTO_FLAT_LIMIT = 200_000
 #: An approximate index whose measured recall is below this gets a warning.

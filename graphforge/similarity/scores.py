@@ -33,6 +33,7 @@ from graphforge.neighbors import as_float_matrix, pair_distances
 from graphforge.similarity.graph import (
     GRAPH_METRICS,
     check_graph_options,
+    graph_choice_options,
     is_similarity,
     score_from_distance,
 )
@@ -283,9 +284,6 @@ def score_distributions(
 #: Mean degrees whose thresholds ``scores.json`` lists (those below ``M - 1``).
 DEGREE_LADDER: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
 #: Converter options that make no sense for score distributions (they pick one graph).
-GRAPH_ONLY_OPTIONS = ("metric", "mode", "threshold", "k")
-
-
 @dataclass
 class DatasetScores:
     """Score distributions of a dataset's embeddings, with what produced them.
@@ -375,7 +373,7 @@ def dataset_scores(
     from graphforge.engine.runner import load_data, plan_run
 
     options = dict(options or {})
-    graph_only = [k for k in options if k.split(".")[-1] in GRAPH_ONLY_OPTIONS]
+    graph_only = graph_choice_options(options)
     if graph_only:
         raise ConfigError(f"option(s) {', '.join(graph_only)} choose one graph; score distributions cover every "
                           "metric and threshold (use --metric to restrict the metrics)")

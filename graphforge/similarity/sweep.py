@@ -40,7 +40,7 @@ import numpy as np
 from graphforge._version import __version__
 from graphforge.errors import ConfigError, DataError
 from graphforge.io import write_json, write_text
-from graphforge.similarity.graph import GRAPH_METRICS, MODES, check_graph_options
+from graphforge.similarity.graph import GRAPH_METRICS, MODES, check_graph_options, graph_choice_options
 
 log = logging.getLogger("graphforge.sweep")
 
@@ -55,7 +55,6 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     *(f"{f}_{s}" for f in SUMMARY_FIGURES for s in ("mean", "std")),
 )
 #: Graph options a sweep sets itself (its grid axes): refused in ``options``.
-GRID_OPTIONS = ("metric", "mode", "threshold", "k")
 SETTINGS_FILE = "sweep.json"
 RESULTS_FILE = "results.csv"
 
@@ -460,7 +459,7 @@ def sweep_settings(dataset: str = "digits", data_root: str | os.PathLike[str] | 
         ConfigError: If ``options`` sets a grid axis (metric, mode, threshold, k).
     """
     options = dict(options or {})
-    clash = [k for k in options if k.split(".")[-1] in GRID_OPTIONS]
+    clash = graph_choice_options(options)
     if clash:
         raise ConfigError(f"option(s) {', '.join(clash)} are the sweep's grid; use --metric, --mode, --threshold "
                           "or --k instead")
