@@ -595,12 +595,10 @@ class KNNIndex:
         """
         qs = self._queries(queries)
         n = len(self)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"k must be an integer >= 1, got {k!r}")
-        k = int(k)
+        k = check_int(k, "k", minimum=1)
         if k > n:
             raise ConfigError(f"k={k} is larger than the database ({n} rows); use k <= {n}")
-        _check_batch_size(batch_size)
+        batch_size = check_int(batch_size, "batch_size", minimum=1, optional=True)
         stats = stats if stats is not None else SearchStats()
         stats.queries, stats.fallback_queries = len(qs), 0
         stats.backend, stats.device = self.backend, str(self.device)
@@ -706,7 +704,7 @@ class KNNIndex:
             raise ConfigError(f"radius must be a finite number, got {radius!r}")
         radius = float(radius)
         qs = self._queries(queries)
-        _check_batch_size(batch_size)
+        batch_size = check_int(batch_size, "batch_size", minimum=1, optional=True)
         m, n = len(qs), len(self)
         empty = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64))
         if m == 0 or n == 0 or (radius < 0 and self.metric in NONNEGATIVE_METRICS):
@@ -765,11 +763,6 @@ class KNNIndex:
         counts = torch.from_numpy(np.diff(lims).astype(np.int64))
         qi = torch.repeat_interleave(torch.arange(len(q_cpu)), counts)
         return qi, torch.from_numpy(idx.astype(np.int64))
-
-
-def _check_batch_size(batch_size: int | None) -> None:
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 def _db_block(n: int) -> int:

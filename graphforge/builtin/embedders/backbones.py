@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from graphforge.config import check_int
 from graphforge.core.data import InputSpec
 from graphforge.core.embedder import Embedder
 from graphforge.errors import ConfigError, DataError, GraphforgeError
@@ -229,10 +230,8 @@ class Backbone(Embedder):
             )
         if layer not in LAYERS:
             raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-            raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        check_int(image_size, "image_size", minimum=MIN_IMAGE_SIZE)
+        check_int(batch_size, "batch_size", minimum=1, optional=True)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an integer, got {seed!r}")
         self.weights = weights if isinstance(weights, str) else os.fspath(weights)

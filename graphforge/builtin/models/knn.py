@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from graphforge.config import check_int
 from graphforge.core.data import DataSplits
 from graphforge.core.model import FitModel
 from graphforge.errors import ConfigError, DataError
@@ -36,9 +37,7 @@ WEIGHTS = ("uniform", "distance")
 
 
 def _check_k(k: Any, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {k!r}")
-    return int(k)
+    return check_int(k, name, minimum=1)  # type: ignore[return-value]
 
 
 def neighbor_weights(distances: torch.Tensor, weights: str) -> torch.Tensor:
