@@ -47,6 +47,8 @@ TORCH_LIBRARY(graphforge, m) {
   m.def(
       "batched_knn(Tensor x, Tensor ptr, Tensor k, str metric=\"l2\", bool loop=False)"
       " -> (Tensor dist, Tensor edge_index)");
+  // The k smallest entries of each row, sorted by (value, column) (CPU; see knn_cpu.cpp).
+  m.def("smallest_k(Tensor scores, int k) -> (Tensor values, Tensor indices)");
 }
 
 #ifdef TORCH_EXTENSION_NAME

@@ -39,6 +39,10 @@ std::tuple<at::Tensor, at::Tensor> batched_knn_cpu(const at::Tensor& x,
                                                    c10::string_view metric,
                                                    bool loop);
 
+// Row-wise k smallest entries of a 2-D float32 / float64 CPU tensor, sorted by (value,
+// column): (values [M, k], indices [M, k] int64). (csrc/cpu/knn_cpu.cpp)
+std::tuple<at::Tensor, at::Tensor> smallest_k_cpu(const at::Tensor& scores, int64_t k);
+
 #ifdef WITH_CUDA
 // CUDA kernel (csrc/cuda/knn_cuda.cu) and the CUDA version it was compiled with.
 std::tuple<at::Tensor, at::Tensor> batched_knn_cuda(const at::Tensor& x,

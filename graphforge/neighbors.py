@@ -3,9 +3,12 @@
 :func:`exact_knn_search` finds the ``k`` nearest database rows of every query row,
 exactly, in memory-bounded blocks:
 
-1. **Candidates.** A fast fp32 pass (one GEMM per block for euclidean and cosine,
-   ``torch.cdist(p=1)`` for city block; FAISS when it runs on a GPU) keeps the
-   ``k + margin`` best candidates of each query.
+1. **Candidates.** A fast fp32 pass (one GEMM per block for euclidean, cosine and
+   inner product, ``torch.cdist`` for city block and L-inf; FAISS when it runs on a GPU)
+   keeps the ``k + margin`` best candidates of each query. On the CPU the GEMM runs on
+   augmented rows (the norms ride along as one extra column) in the faster of torch's
+   and NumPy's BLAS (:mod:`graphforge.gemm`), and the native
+   :func:`~graphforge.ops.smallest_k` selects the candidates from each block.
 2. **Exact re-ranking.** The candidates' distances are recomputed in float64 from
    the differences themselves (no ``|a|^2 + |b|^2 - 2ab`` cancellation), and sorted
    by ``(distance, database index)``.
@@ -49,6 +52,9 @@ import torch
 
 from graphforge.config import check_int
 from graphforge.errors import ConfigError, DataError
+from graphforge.gemm import GemmChooser
+from graphforge.ops import smallest_k
+from graphforge.ops._extension import native_available
 
 log = logging.getLogger("graphforge")
 
@@ -93,12 +99,15 @@ class SearchStats:
             were searched again in float64.
         backend: Candidate backend used (``torch`` or ``faiss``).
         device: Device of the candidate search.
+        cpu_gemm: BLAS of a CPU GEMM search (``torch`` or ``numpy``; ``auto`` while
+            still choosing; empty for other searches). See :mod:`graphforge.gemm`.
     """
 
     queries: int = 0
     fallback_queries: int = 0
     backend: str = ""
     device: str = "cpu"
+    cpu_gemm: str = ""
 
 
 def canonical_metric(metric: str) -> str:
@@ -202,6 +211,8 @@ def _sort_by_distance_then_index(dist: torch.Tensor, idx: torch.Tensor) -> tuple
 
 # --- fp32 candidate scores -----------------------------------------------------------
 _L2_LIKE = frozenset({"euclidean", "sqeuclidean", "chord"})
+#: Metrics whose fp32 score is one matrix product.
+_GEMM_METRICS = _L2_LIKE | {"cosine", "ip"}
 _SHIFT_INVARIANT = frozenset({"euclidean", "sqeuclidean", "cityblock", "linf"})
 #: The largest k a FAISS GPU index searches; more candidates use a CPU copy of the index.
 _FAISS_GPU_MAX_K = 2048
@@ -216,7 +227,7 @@ class _Prepared:
     product, the distance itself for city block and L-inf.
     """
 
-    def __init__(self, database: torch.Tensor, metric: str, device: torch.device) -> None:
+    def __init__(self, database: torch.Tensor, metric: str, device: torch.device, *, gemm: bool = False) -> None:
         self.metric = metric
         self.device = device
         self.cpu = database  # float32 CPU, for exact re-ranking
@@ -248,9 +259,43 @@ class _Prepared:
         # doubled for the element-wise rounding and the final additions, and half as much
         # again for rounding the centred coordinates.
         self.gamma = 3.0 * (self.dim + 4) * _FP32_EPS
+        # CPU GEMM searches (the torch backend): the whole score is one matrix product of
+        # augmented rows, [q, 1, 0...] . [-2x, |x|^2, 0...] for the euclidean family and
+        # q . (-x) for cosine / ip, so no separate pass adds the norms; the width is padded
+        # to a multiple of 8 (faster BLAS kernels). It replaces the centred copy: a single
+        # extra copy of the database. The sum has D + 1 terms, inside the bound above.
+        self.gemm_db: torch.Tensor | None = None
+        self.gemm: GemmChooser | None = None
+        if gemm and device.type == "cpu" and metric in _GEMM_METRICS:
+            self.gemm = GemmChooser()
+            if metric in _L2_LIKE:
+                width = -(-(self.dim + 1) // 8) * 8
+                aug = torch.zeros(self.n, width, dtype=torch.float32)
+                torch.mul(db, -2.0, out=aug[:, : self.dim])
+                aug[:, self.dim] = self.sq_norms
+            else:
+                aug = -db
+            self.gemm_db = aug.contiguous()
+            self.db = None  # type: ignore[assignment]  # only FAISS and the other metrics read it
 
-    def scores(self, q: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """fp32 scores (smaller = nearer) of prepared queries ``q`` against rows ``start:stop``."""
+    def _gemm_queries(self, q: torch.Tensor) -> torch.Tensor:
+        """Prepared queries as the left factor of the augmented GEMM (see ``gemm_db``)."""
+        assert self.gemm_db is not None
+        if self.metric not in _L2_LIKE:
+            return q.contiguous()
+        aug = torch.zeros(len(q), self.gemm_db.shape[1], dtype=torch.float32)
+        aug[:, : self.dim] = q
+        aug[:, self.dim] = 1.0
+        return aug
+
+    def scores(self, q: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """fp32 scores (smaller = nearer) of prepared queries ``q`` against rows ``start:stop``.
+
+        ``out`` (CPU GEMM searches only) is an optional ``[len(q), stop - start]`` destination.
+        """
+        if self.gemm_db is not None:
+            assert self.gemm is not None
+            return self.gemm(self._gemm_queries(q), self.gemm_db[start:stop], out)
         db = self.db[start:stop]
         if self.metric in _L2_LIKE:
             return torch.addmm(self.sq_norms[start:stop].unsqueeze(0), q, db.T, beta=1.0, alpha=-2.0)
@@ -426,6 +471,8 @@ def _faiss_candidates(prep: _Prepared, index: Any, params: IndexParams, q: torch
 
 def _torch_candidates(prep: _Prepared, q: torch.Tensor, c: int, db_block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``c`` fp32 candidates, blocking the database when it is large."""
+    if prep.device.type == "cpu" and native_available("cpu"):
+        return _cpu_candidates(prep, q, c, db_block)
     best_s: torch.Tensor | None = None
     best_i: torch.Tensor | None = None
     for start in range(0, prep.n, db_block):
@@ -444,6 +491,24 @@ def _torch_candidates(prep: _Prepared, q: torch.Tensor, c: int, db_block: int) -
             best_s, best_i = vals.gather(1, keep), idx.gather(1, keep)
     assert best_s is not None and best_i is not None
     return best_s.cpu(), best_i.cpu()
+
+
+def _cpu_candidates(prep: _Prepared, q: torch.Tensor, c: int, db_block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_torch_candidates` on the CPU: each block's scores go into one reused buffer
+    and the native :func:`~graphforge.ops.smallest_k` selects from it in one streaming pass;
+    the blocks' selections are merged once at the end (ties keep the lower row)."""
+    buf = torch.empty(len(q), min(db_block, prep.n)) if prep.gemm_db is not None else None
+    parts_s, parts_i = [], []
+    for start in range(0, prep.n, db_block):
+        stop = min(prep.n, start + db_block)
+        s = prep.scores(q, start, stop, out=None if buf is None else buf[:, : stop - start])
+        vals, idx = smallest_k(s, min(c, stop - start))
+        parts_s.append(vals)
+        parts_i.append(idx + start)
+    if len(parts_s) == 1:
+        return parts_s[0], parts_i[0]
+    vals, pos = smallest_k(torch.cat(parts_s, 1), c)
+    return vals, torch.cat(parts_i, 1).gather(1, pos)
 
 
 def _full_exact(prep: _Prepared, q_cpu: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -524,7 +589,7 @@ class KNNIndex:
             backend == "auto" and self.device.type == "cuda" and faiss_gpu_available()
         )
         self.backend = "faiss" if self.use_faiss else "torch"
-        self._prep = _Prepared(self.database, self.metric, self.device)
+        self._prep = _Prepared(self.database, self.metric, self.device, gemm=not self.use_faiss)
         self._faiss: Any = None
         self._faiss_cpu: Any = None
 
@@ -623,9 +688,17 @@ class KNNIndex:
             stats.fallback_queries += fallbacks
             out_d[start : start + len(q_cpu)] = d_k
             out_i[start : start + len(q_cpu)] = i_k
+        stats.cpu_gemm = self.cpu_gemm
         if stats.fallback_queries:
             log.debug("exact knn search: %d of %d queries needed the float64 fallback", stats.fallback_queries, m)
         return out_d, out_i
+
+    @property
+    def cpu_gemm(self) -> str:
+        """BLAS of this index's CPU GEMM searches: ``torch`` or ``numpy`` once chosen,
+        ``auto`` before, empty when its searches use no CPU GEMM (see :mod:`graphforge.gemm`)."""
+        gemm = self._prep.gemm
+        return "" if gemm is None else (gemm.backend or "auto")
 
     def _candidates(self, q: torch.Tensor, c: int, db_block: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.use_faiss:

@@ -222,10 +222,10 @@ GF_MULTIVERSION void scan_sorted(const double* row, int64_t nc, int64_t c0, int6
 }
 
 template <typename T>
-inline void scan_heap(const T* row, int64_t nc, int64_t c0, int64_t skip, int64_t K,
-                      Entry<T>* heap, int64_t& count) {
-  for (int64_t j = 0; j < nc; ++j) {
-    if (j == skip) continue;
+GF_ALWAYS_INLINE void scan_heap_impl(const T* row, int64_t nc, int64_t c0, int64_t skip, int64_t K,
+                                     Entry<T>* heap, int64_t& count) {
+  auto consider = [&](int64_t j) {
+    if (j == skip) return;
     const T v = row[j];
     if (count < K) {
       heap[count++] = {v, c0 + j};
@@ -235,7 +235,24 @@ inline void scan_heap(const T* row, int64_t nc, int64_t c0, int64_t skip, int64_
       heap[K - 1] = {v, c0 + j};
       std::push_heap(heap, heap + K, entry_less<T>);
     }
+  };
+  int64_t j = 0;
+  for (; j < nc && (count < K || (j & 15) != 0); ++j) consider(j);
+  // Once the heap is full most candidates are rejected: test 16 at a time.
+  for (; j + 16 <= nc; j += 16) {
+    if (!any_below_impl(row + j, heap[0].d)) continue;
+    for (int l = 0; l < 16; ++l) consider(j + l);
   }
+  for (; j < nc; ++j) consider(j);
+}
+
+GF_MULTIVERSION void scan_heap(const float* row, int64_t nc, int64_t c0, int64_t skip, int64_t K,
+                               Entry<float>* heap, int64_t& count) {
+  scan_heap_impl(row, nc, c0, skip, K, heap, count);
+}
+GF_MULTIVERSION void scan_heap(const double* row, int64_t nc, int64_t c0, int64_t skip, int64_t K,
+                               Entry<double>* heap, int64_t& count) {
+  scan_heap_impl(row, nc, c0, skip, K, heap, count);
 }
 
 template <typename scalar_t>
@@ -1046,6 +1063,59 @@ std::tuple<at::Tensor, at::Tensor> batched_knn_cpu(const at::Tensor& x, const at
   return {dist, edge_index};
 }
 
-TORCH_LIBRARY_IMPL(graphforge, CPU, m) { m.impl("batched_knn", &batched_knn_cpu); }
+// ---------------------------------------------------------------------------------------
+// smallest_k: the k smallest entries of each row of a 2-D float32 / float64 score matrix,
+// sorted by (value, column). The dataset-scale exact search (graphforge/neighbors.py) uses
+// it on the [queries x database-block] blocks its GEMM produces: one streaming pass per
+// row with the same vectorised reject-16-at-a-time scan as the KNN kernel above, instead
+// of torch.topk's per-row copy and partial sort. Rows may be strided (a view of a larger
+// buffer) as long as each row is contiguous. Values must not be NaN (the result is then
+// unspecified); +Inf sorts last.
+// ---------------------------------------------------------------------------------------
+std::tuple<at::Tensor, at::Tensor> smallest_k_cpu(const at::Tensor& scores, int64_t k) {
+  TORCH_CHECK(scores.device().is_cpu(), "graphforge::smallest_k (CPU): scores must be a CPU tensor");
+  TORCH_CHECK_VALUE(scores.dim() == 2, "graphforge::smallest_k: scores must be 2-D [M, N], got ",
+                    scores.dim(), "-D");
+  TORCH_CHECK_VALUE(scores.scalar_type() == at::kFloat || scores.scalar_type() == at::kDouble,
+                    "graphforge::smallest_k: scores must be float32 or float64, got ",
+                    scores.scalar_type());
+  const int64_t M = scores.size(0), n = scores.size(1);
+  TORCH_CHECK_VALUE(k >= 0 && k <= n, "graphforge::smallest_k: k must be in [0, ", n,
+                    "] (the number of columns), got ", k);
+  const bool rows_contiguous = scores.stride(1) == 1 && (M <= 1 || scores.stride(0) >= n);
+  const at::Tensor s = rows_contiguous ? scores : scores.contiguous();
+  const int64_t ld = s.stride(0);
+  at::Tensor values = at::empty({M, k}, s.options());
+  at::Tensor indices = at::empty({M, k}, s.options().dtype(at::kLong));
+  if (M == 0 || k == 0) return {values, indices};
+  AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "smallest_k_cpu", [&] {
+    const scalar_t* S = s.data_ptr<scalar_t>();
+    scalar_t* V = values.data_ptr<scalar_t>();
+    int64_t* I = indices.data_ptr<int64_t>();
+    at::parallel_for(0, M, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<Entry<scalar_t>> top(static_cast<size_t>(k));
+      for (int64_t r = r0; r < r1; ++r) {
+        int64_t count = 0;
+        const scalar_t* row = S + r * ld;
+        if (k > kSortedMaxK) {
+          scan_heap(row, n, 0, -1, k, top.data(), count);
+          std::sort(top.begin(), top.end(), entry_less<scalar_t>);
+        } else {
+          scan_sorted(row, n, 0, -1, k, top.data(), count);
+        }
+        for (int64_t e = 0; e < k; ++e) {
+          V[r * k + e] = top[e].d;
+          I[r * k + e] = top[e].i;
+        }
+      }
+    });
+  });
+  return {values, indices};
+}
+
+TORCH_LIBRARY_IMPL(graphforge, CPU, m) {
+  m.impl("batched_knn", &batched_knn_cpu);
+  m.impl("smallest_k", &smallest_k_cpu);
+}
 
 }  // namespace graphforge

@@ -30,12 +30,24 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: 
     return statistics.median(times)
 
 
-def matmul_gflops(device: torch.device | None = None, size: int | None = None, repeats: int = 10) -> float:
-    """Measured fp32 ``torch.mm`` speed on ``device`` in GFLOP/s: the compute ceiling."""
+def matmul_gflops(device: torch.device | None = None, size: int | None = None, repeats: int = 10,
+                  blas: str = "torch") -> float:
+    """Measured fp32 matrix-product speed on ``device`` in GFLOP/s: the compute ceiling.
+
+    Args:
+        device: Where to measure (default: CPU).
+        size: Side of the square matrices (default 2048 on the CPU, 8192 on a GPU).
+        repeats: Timed runs (the median is used).
+        blas: ``"torch"`` (``torch.mm``) or, on the CPU, ``"numpy"`` (NumPy's BLAS, which
+            graphforge's search may use instead: see :mod:`graphforge.gemm`).
+    """
     device = device or torch.device("cpu")
     n = size or (2048 if device.type == "cpu" else 8192)
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
+    if blas == "numpy" and device.type == "cpu":
+        an, bn = a.numpy(), b.numpy()
+        return 2.0 * n**3 / median_seconds(lambda: an @ bn, repeats, 2, device) / 1e9
     return 2.0 * n**3 / median_seconds(lambda: torch.mm(a, b), repeats, 2, device) / 1e9
 
 

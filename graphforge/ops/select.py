@@ -1,0 +1,71 @@
+"""Row-wise selection of the k smallest scores.
+
+:func:`smallest_k` is the selection step of graphforge's dataset-scale exact search
+(:mod:`graphforge.neighbors`): for each row of a ``[M, N]`` score block it returns the k
+smallest values and their columns, sorted by (value, column). On the CPU the native op
+``torch.ops.graphforge.smallest_k`` streams each row once with a vectorised
+reject-16-at-a-time scan (several times faster than ``torch.topk`` on the wide blocks a
+search produces); elsewhere, or without the extension, a stable sort gives the same
+answer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from graphforge.errors import DataError
+from graphforge.ops import _extension
+
+__all__ = ["smallest_k", "smallest_k_reference"]
+
+_OP_NAME = "graphforge::smallest_k"
+
+
+def smallest_k_reference(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Pure-PyTorch :func:`smallest_k`: a stable sort of each row, cut at ``k``."""
+    values, indices = torch.sort(scores, dim=1, stable=True)
+    return values[:, :k].contiguous(), indices[:, :k].contiguous()
+
+
+def smallest_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` smallest entries of each row, sorted by (value, column).
+
+    Ties are broken by the lower column, so the result is deterministic (``torch.topk``
+    makes no such promise).
+
+    Args:
+        scores: ``[M, N]`` float32 or float64, free of NaN (the order of NaN entries is
+            unspecified); rows may be a strided view as long as each row is contiguous.
+        k: How many entries per row, ``0 <= k <= N``.
+
+    Returns:
+        ``(values [M, k], indices [M, k] int64)``.
+
+    Raises:
+        DataError: If ``scores`` is not a 2-D floating-point tensor or ``k`` is out of range.
+    """
+    if not isinstance(scores, Tensor) or scores.dim() != 2:
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise DataError(f"scores must be a 2-D tensor [M, N], got {shape}")
+    if not scores.is_floating_point():
+        raise DataError(f"scores must be floating point, got {scores.dtype}")
+    n = scores.shape[1]
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
+        raise DataError(f"k must be an integer in [0, {n}] (the number of columns), got {k!r}")
+    if (
+        scores.device.type == "cpu"
+        and scores.dtype in (torch.float32, torch.float64)
+        and _extension.native_available("cpu")
+    ):
+        return torch.ops.graphforge.smallest_k(scores, k)
+    return smallest_k_reference(scores, k)
+
+
+if _extension._C is not None:
+
+    @torch.library.register_fake(_OP_NAME)
+    def _smallest_k_fake(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Output shapes of the op: ``[M, k]`` values and int64 indices."""
+        torch._check(scores.dim() == 2, lambda: "graphforge::smallest_k: scores must be 2-D")
+        return scores.new_empty((scores.shape[0], k)), scores.new_empty((scores.shape[0], k), dtype=torch.long)
