@@ -179,16 +179,16 @@ def _unit64(x: torch.Tensor) -> torch.Tensor:
 def _exact_distances(q: torch.Tensor, rows: torch.Tensor, metric: str) -> torch.Tensor:
     """float64 distances of ``q`` ``[B, D]`` to ``rows`` ``[B, C, D]`` -> ``[B, C]``."""
     q64 = q.double().unsqueeze(1)
-    r64 = rows.double()
+    r64 = rows.to(torch.float64, copy=True)  # a private copy, updated in place below
     if metric in ("euclidean", "sqeuclidean"):
-        d = (r64 - q64).square_().sum(-1)
+        d = r64.sub_(q64).square_().sum(-1)
         return d.sqrt_() if metric == "euclidean" else d
     if metric == "cityblock":
-        return (r64 - q64).abs_().sum(-1)
+        return r64.sub_(q64).abs_().sum(-1)
     if metric == "linf":
-        return (r64 - q64).abs_().amax(-1)
+        return r64.sub_(q64).abs_().amax(-1)
     if metric == "ip":
-        return -(r64 * q64).sum(-1)
+        return r64.mul_(q64).sum(-1).neg_()
     if metric == "chord":
         return (_unit64(r64) - _unit64(q64)).square_().sum(-1).sqrt_()
     # cosine
