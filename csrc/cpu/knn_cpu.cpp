@@ -72,6 +72,21 @@ inline bool entry_less(const Entry<T>& a, const Entry<T>& b) {
   return a.d < b.d || (a.d == b.d && a.i < b.i);
 }
 
+// Sorts top[0, K) by (distance, index); cheap when it is nearly sorted already (the
+// recomputed exact distances move an entry by a rank or two at most).
+template <typename T>
+inline void insertion_sort(Entry<T>* top, int64_t K) {
+  for (int64_t e = 1; e < K; ++e) {
+    const Entry<T> v = top[e];
+    int64_t p = e;
+    while (p > 0 && entry_less(v, top[p - 1])) {
+      top[p] = top[p - 1];
+      --p;
+    }
+    top[p] = v;
+  }
+}
+
 // rows[q * ldr + j] = reduce_d |a[q * lda + d] - t[d * ldt + j]|  (sum for l1, max for linf).
 // kMode: 0 = sum |a - b| (l1), 1 = max |a - b| (linf), 2 = sum a * b (small-set GEMM).
 template <typename T, int kMode>
@@ -771,15 +786,7 @@ bool fast_set(const float* X, int64_t s, int64_t n, int64_t D, int64_t K, Metric
       tq[e].d = static_cast<float>(static_cast<scalar_t>(d));
     }
     if (K > kSortedMaxK) std::sort(tq, tq + K, entry_less<float>);
-    for (int64_t e = 1; e < K; ++e) {  // nearly sorted already: insertion sort
-      const Entry<float> v = tq[e];
-      int64_t p = e;
-      while (p > 0 && entry_less(v, tq[p - 1])) {
-        tq[p] = tq[p - 1];
-        --p;
-      }
-      tq[p] = v;
-    }
+    insertion_sort(tq, K);
     const int64_t o = out0 + q * K;
     for (int64_t e = 0; e < K; ++e) {
       out_src[o + e] = s + tq[e].i;
@@ -988,15 +995,7 @@ void knn_cpu_kernel(const at::Tensor& x, const int64_t* ptr, int64_t B, const in
           tq[e].d = static_cast<acc_t>(static_cast<scalar_t>(d));
         }
         if (use_heap) std::sort(tq, tq + K, entry_less<acc_t>);
-        for (int64_t e = 1; e < K; ++e) {  // nearly sorted already: insertion sort
-          const Entry<acc_t> v = tq[e];
-          int64_t p = e;
-          while (p > 0 && entry_less(v, tq[p - 1])) {
-            tq[p] = tq[p - 1];
-            --p;
-          }
-          tq[p] = v;
-        }
+        insertion_sort(tq, K);
         const int64_t o = out_off[item.set] + (item.r0 + q) * K;
         for (int64_t e = 0; e < K; ++e) {
           out_src[o + e] = s + tq[e].i;
