@@ -278,16 +278,6 @@ class _Prepared:
             self.gemm_db = aug.contiguous()
             self.db = None  # type: ignore[assignment]  # only FAISS and the other metrics read it
 
-    def _gemm_queries(self, q: torch.Tensor) -> torch.Tensor:
-        """Prepared queries as the left factor of the augmented GEMM (see ``gemm_db``)."""
-        assert self.gemm_db is not None
-        if self.metric not in _L2_LIKE:
-            return q.contiguous()
-        aug = torch.zeros(len(q), self.gemm_db.shape[1], dtype=torch.float32)
-        aug[:, : self.dim] = q
-        aug[:, self.dim] = 1.0
-        return aug
-
     def scores(self, q: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """fp32 scores (smaller = nearer) of prepared queries ``q`` against rows ``start:stop``.
 
@@ -295,7 +285,7 @@ class _Prepared:
         """
         if self.gemm_db is not None:
             assert self.gemm is not None
-            return self.gemm(self._gemm_queries(q), self.gemm_db[start:stop], out)
+            return self.gemm(q, self.gemm_db[start:stop], out)
         db = self.db[start:stop]
         if self.metric in _L2_LIKE:
             return torch.addmm(self.sq_norms[start:stop].unsqueeze(0), q, db.T, beta=1.0, alpha=-2.0)
@@ -309,7 +299,16 @@ class _Prepared:
             q = _unit64(q).float()
         if self.shift is not None:
             q = q - self.shift
-        return q
+        if self.gemm_db is None:
+            return q
+        # CPU GEMM searches: the left factor of the augmented product (see ``gemm_db``),
+        # built once per query block rather than once per database block.
+        if self.metric not in _L2_LIKE:
+            return q.contiguous()
+        aug = torch.zeros(len(q), self.gemm_db.shape[1], dtype=torch.float32)
+        aug[:, : self.dim] = q
+        aug[:, self.dim] = 1.0
+        return aug
 
     def _centred64(self, q_cpu: torch.Tensor) -> torch.Tensor:
         """Queries in float64, on the (centred) scale the fp32 scores use."""

@@ -47,8 +47,10 @@ def matmul_gflops(device: torch.device | None = None, size: int | None = None, r
     b = torch.randn(n, n, device=device)
     if blas == "numpy" and device.type == "cpu":
         an, bn = a.numpy(), b.numpy()
-        return 2.0 * n**3 / median_seconds(lambda: an @ bn, repeats, 2, device) / 1e9
-    return 2.0 * n**3 / median_seconds(lambda: torch.mm(a, b), repeats, 2, device) / 1e9
+        product: Callable[[], object] = lambda: an @ bn  # noqa: E731
+    else:
+        product = lambda: torch.mm(a, b)  # noqa: E731
+    return 2.0 * n**3 / median_seconds(product, repeats, 2, device) / 1e9
 
 
 def knn_floor_seconds(n_train: int, n_test: int, dim: int, gflops: float) -> float:
