@@ -13,7 +13,7 @@ PLUGIN_PACKAGES := $(wildcard plugins/*/pyproject.toml)
 setup: $(STAMP)
 
 # torch is installed first (and on its own) because the extension is built
-# against it with --no-build-isolation; see ../shared/ENVIRONMENT.md for why
+# against it with --no-build-isolation; see docs/environment.md for why
 # torch>=2.14 / torchvision>=0.29 and never the local torch 2.13 CPU wheel.
 $(STAMP): $(NATIVE_SOURCES) $(PLUGIN_PACKAGES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -7,6 +7,9 @@ toolkit is found and torch is a CUDA build -- no GPU is needed to compile them.
 Environment:
     FORCE_CUDA=1       build the CUDA kernels even if the checks above fail
     FORCE_ONLY_CPU=1   never build the CUDA kernels
+    GRAPHFORGE_NO_EXTENSION=1  build the pure-Python package without graphforge._C (the ops
+                       then run their slower PyTorch reference); without it, building a wheel
+                       or an install with torch missing is an error
     TORCH_CUDA_ARCH_LIST  GPU architectures (default "8.0;9.0+PTX" when no GPU is visible)
     MAX_JOBS           parallel compile jobs (ninja)
 
@@ -37,13 +40,32 @@ def _default_cuda_home() -> None:
             os.environ["CUDA_HOME"] = "/usr/local/cuda"
 
 
+#: setup.py commands that compile the extension (sdist, egg_info, dist_info and the like
+#: only describe or package the sources, and need no torch).
+_BUILD_COMMANDS = {"build", "build_ext", "bdist", "bdist_wheel", "bdist_egg", "install", "develop", "editable_wheel"}
+
+
+def _metadata_only() -> bool:
+    return not _BUILD_COMMANDS.intersection(sys.argv[1:])
+
+
 def get_extensions() -> list:
     _default_cuda_home()
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
-    except ImportError:  # metadata-only invocations (e.g. sdist without torch)
-        print("graphforge: torch not importable, building without the native extension", file=sys.stderr)
+    except ImportError:
+        if _env_flag("GRAPHFORGE_NO_EXTENSION") or _metadata_only():
+            if not _metadata_only():
+                print("graphforge: GRAPHFORGE_NO_EXTENSION=1: building without the native extension", file=sys.stderr)
+            return []
+        sys.exit(
+            "graphforge: torch is not importable, so the native extension graphforge._C cannot be built.\n"
+            "Install torch first, then build against it without build isolation:\n"
+            "    pip install 'torch>=2.14' && pip install --no-build-isolation .\n"
+            "(or set GRAPHFORGE_NO_EXTENSION=1 for a pure-Python build that uses the slower reference ops)"
+        )
+    if _env_flag("GRAPHFORGE_NO_EXTENSION"):
         return []
 
     with_cuda = (CUDA_HOME is not None and torch.version.cuda is not None) or _env_flag("FORCE_CUDA")

@@ -11,15 +11,13 @@ from torch import nn
 
 from graphforge.config import RunConfig
 from graphforge.core.converter import Converter
-from graphforge.core.data import InputSpec
 from graphforge.core.dataset import Dataset
 from graphforge.core.embedder import Embedder
-from graphforge.core.model import FitModel, GraphFitModel, Model
-from graphforge.engine.network import GraphforgeNet, Normalizer
+from graphforge.core.model import GraphFitModel, Model
+from graphforge.engine.families import ModelFamily, family_of
 from graphforge.engine.rundir import BEST_CHECKPOINT, RunDirectory
-from graphforge.engine.runner import RunResult, build_plugins, execute, sample_features
-from graphforge.engine.tasks import iterate_batches
-from graphforge.errors import GraphforgeError
+from graphforge.engine.runner import Plan, RunResult, build_plugins, execute
+from graphforge.errors import DataError, GraphforgeError
 from graphforge.plugins import get_registry
 
 __all__ = [
@@ -135,8 +133,8 @@ class TrainedRun:
     Attributes:
         config: The run's configuration.
         net: The trained network (gradient models), in eval mode.
-        model: The fitted model (fit models such as ``knn``; graph-fit models such as
-            ``label_prop``, whose ``model.predict_proba()`` gives the fitted graph's node
+        model: The model plugin (fitted for fit models such as ``knn``; graph-fit models such
+            as ``label_prop`` answer ``model.predict_proba()`` with the fitted graph's node
             probabilities).
         class_names: Class names in label order.
     """
@@ -147,6 +145,7 @@ class TrainedRun:
     class_names: list[str]
     _prefix: nn.Module | None = None
     _transductive: bool = False
+    _family: ModelFamily | None = None
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -163,12 +162,8 @@ class TrainedRun:
                 f"run of {self.config.converter!r} + {self.config.model!r} is transductive: it predicts the "
                 f"nodes of one dataset graph, not new samples; {hint}"
             )
-        if isinstance(self.model, FitModel):
-            assert self._prefix is not None
-            return self.model.predict_proba(sample_features(self._prefix, x, torch.device("cpu"), batch_size))
-        assert self.net is not None
-        outs = [self.net(x[idx]).softmax(-1) for idx in iterate_batches(len(x), batch_size, shuffle=False)]
-        return torch.cat(outs)
+        family = self._family or family_of(self.model)
+        return family.predict_proba(self.model, self.net, self._prefix, x, batch_size)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Return predicted labels for raw samples ``x``."""
@@ -187,24 +182,13 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     """
     rundir = RunDirectory.open(run_dir)
     config = RunConfig.from_dict(rundir.read_config())
-    ckpt = rundir.load(BEST_CHECKPOINT)
-    plugins, _ = build_plugins(config)
-    converter: Converter = plugins["converter"]
-    model: Model = plugins["model"]
-    spec = InputSpec(ckpt["spec"]["kind"], tuple(ckpt["spec"]["shape"]))
-    out_spec = InputSpec(ckpt["out_spec"]["kind"], tuple(ckpt["out_spec"]["shape"]))
-    num_classes = int(ckpt["num_classes"])
-    if isinstance(model, FitModel):
-        prefix = nn.Sequential(Normalizer.empty(spec), converter.build(spec))
-        prefix.load_state_dict(ckpt["prefix"])
-        model.load_state_dict(ckpt["fit_state"])
-        return TrainedRun(config, None, model, ckpt["class_names"], prefix.eval())
-    if isinstance(model, GraphFitModel):
-        model.load_state_dict(ckpt["graph_fit_state"])
-        return TrainedRun(config, None, model, ckpt["class_names"], _transductive=True)
-    if converter.level == "dataset":
-        net = model.build(out_spec, num_classes)
-    else:
-        net = GraphforgeNet(Normalizer.empty(spec), converter.build(spec), model.build(out_spec, num_classes))
-    net.load_state_dict(ckpt["net"])
-    return TrainedRun(config, net.eval(), model, ckpt["class_names"], _transductive=converter.level == "dataset")
+    ckpt = rundir.load_checkpoint(BEST_CHECKPOINT)
+    plugins, options = build_plugins(config)
+    plan = Plan(config, plugins["dataset"], plugins["converter"], plugins["model"], options, torch.device("cpu"))
+    family = family_of(plan.model)
+    if family.name != ckpt["family"]:
+        raise DataError(f"{rundir.file(BEST_CHECKPOINT)} holds a {ckpt['family']} model, but model "
+                        f"{config.model!r} is a {family.name} model")
+    net, prefix = family.restore(plan, ckpt["meta"], ckpt["state"])
+    return TrainedRun(config, net, plan.model, list(ckpt["meta"]["class_names"]), prefix,
+                      _transductive=family.transductive(plan), _family=family)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
+from graphforge.checks import check_device, check_float, check_int  # noqa: F401  (re-exported)
 from graphforge.errors import ConfigError
 from graphforge.registry import Entry
 
@@ -109,31 +109,6 @@ class RunConfig:
                 f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
             )
         return cls(**data)
-
-
-def check_int(value: Any, name: str, *, minimum: int, optional: bool = False) -> int | None:
-    """Return ``value`` as an ``int`` if it is an integer ``>= minimum`` (``None`` when optional).
-
-    Raises:
-        ConfigError: ``"{name} must be an integer >= {minimum}, got ..."``.
-    """
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_device(device: Any) -> str:
-    """Return ``device`` if it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Raises:
-        ConfigError: Naming the bad value.
-    """
-    text = str(device)
-    if not isinstance(device, str) or not (text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())):
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    return text
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

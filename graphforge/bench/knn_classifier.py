@@ -4,7 +4,7 @@ Both classify the same random problem (default 60,000 x 784 train, 10,000 test,
 float32, 10 classes, k = 5, euclidean, uniform weights). The table gives the
 median seconds of each, their ratio, the fp32 matmul floor for the same work
 (``2 * n_train * n_test * dim`` FLOPs at the faster of the measured ``torch.mm`` and
-NumPy BLAS rates, since the search may use either: see :mod:`graphforge.gemm`), and
+NumPy BLAS rates, since the search may use either: see :mod:`graphforge.neighbors.gemm`), and
 whether the predictions are identical. Progress goes to stderr, the table to stdout.
 """
 
@@ -52,7 +52,7 @@ def run_knn_classifier_benchmark(
     Returns:
         A dict with the timings, the floor, the ratios and ``identical_predictions``.
     """
-    from graphforge.builtin.models.knn import KNNClassifier  # noqa: PLC0415
+    from graphforge.neighbors import KNNClassifier  # noqa: PLC0415
 
     say = log or (lambda msg: click.echo(msg, err=True))
     rng = np.random.default_rng(seed)

@@ -39,7 +39,7 @@ def matmul_gflops(device: torch.device | None = None, size: int | None = None, r
         size: Side of the square matrices (default 2048 on the CPU, 8192 on a GPU).
         repeats: Timed runs (the median is used).
         blas: ``"torch"`` (``torch.mm``) or, on the CPU, ``"numpy"`` (NumPy's BLAS, which
-            graphforge's search may use instead: see :mod:`graphforge.gemm`).
+            graphforge's search may use instead: see :mod:`graphforge.neighbors.gemm`).
     """
     device = device or torch.device("cpu")
     n = size or (2048 if device.type == "cpu" else 8192)

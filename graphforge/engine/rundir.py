@@ -132,6 +132,16 @@ class RunDirectory:
         f = self.file(STATUS_FILE)
         return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
 
+    def load_checkpoint(self, name: str) -> dict[str, Any]:
+        """Load a checkpoint file in the current layout (see :mod:`graphforge.engine.checkpoint`).
+
+        Raises:
+            DataError: If it is missing, unreadable or not a graphforge checkpoint.
+        """
+        from graphforge.engine.checkpoint import read_checkpoint
+
+        return read_checkpoint(self.load(name), self.file(name))
+
     def load(self, name: str) -> Any:
         """Load a checkpoint file.
 

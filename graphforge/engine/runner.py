@@ -16,46 +16,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from graphforge._version import __version__
 from graphforge.config import RunConfig, route_options
 from graphforge.core.converter import Converter
-from graphforge.core.data import (
-    SPLIT_NAMES,
-    DataSplits,
-    InputSpec,
-    check_graph_splits,
-    graph_split_nodes,
-)
+from graphforge.core.data import DataSplits, InputSpec
 from graphforge.core.dataset import Dataset
-from graphforge.core.model import FitModel, GraphFitModel, Model
+from graphforge.core.model import Model
 from graphforge.core.splits import stratified_subset
 from graphforge.engine import plots
-from graphforge.engine.metrics import accuracy, report_text, summarize
-from graphforge.engine.network import GraphforgeNet, Normalizer
-from graphforge.engine.rundir import BEST_CHECKPOINT, RunDirectory, default_run_path
-from graphforge.engine.runtime import resolve_device, seed_everything
-from graphforge.engine.tasks import (
-    InductiveTask,
-    SampledTransductiveTask,
-    Task,
-    TransductiveTask,
-    iterate_batches,
+from graphforge.engine.families import (  # noqa: F401  (build_network, sample_features: re-exported)
+    FULL_GRAPH_DEFAULTS,
+    MINI_BATCH_DEFAULTS,
+    GradientFamily,
+    Job,
+    family_of,
+    sample_features,
 )
-from graphforge.engine.trainer import Trainer, evaluate_split
+from graphforge.engine.metrics import report_text, summarize
+from graphforge.engine.rundir import RunDirectory, default_run_path
+from graphforge.engine.runtime import resolve_device, seed_everything
 from graphforge.errors import ConfigError, GraphforgeError
 from graphforge.io import write_json, write_text
 from graphforge.plugins import get_registry
 
 log = logging.getLogger("graphforge")
-
-
-#: Training defaults when each epoch is one optimiser step over a whole dataset graph
-#: (PyG's node-classification examples use the same lr and epochs).
-FULL_GRAPH_DEFAULTS: dict[str, Any] = {"lr": 1e-2, "epochs": 200, "patience": 20}
-#: Training defaults for mini-batch training (epochs: the model's ``default_epochs``).
-MINI_BATCH_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "patience": 10}
 
 
 @dataclass
@@ -138,25 +123,13 @@ def load_data(plan: Plan) -> DataSplits:
 def _check_pipeline(plan: Plan, spec: InputSpec) -> InputSpec:
     plan.converter.check_input(spec)
     out_spec = plan.converter.output_spec(spec)
-    if isinstance(plan.model, GraphFitModel) and plan.converter.level != "dataset":
-        raise ConfigError(
-            f"model {plan.config.model!r} is computed from one graph over the whole dataset; use a dataset "
-            f"converter (such as 'similarity'), not {plan.config.converter!r}, which makes one input per sample"
-        )
+    family_of(plan.model).check_pipeline(plan)
     plan.model.check_input(out_spec)
-    if isinstance(plan.model, FitModel) and plan.converter.level != "sample":
-        raise ConfigError(f"model {plan.config.model!r} is fitted on sample features; use a per-sample converter")
     return out_spec
 
 
-def build_network(plan: Plan, data: DataSplits, out_spec: InputSpec, normalize: bool = True) -> nn.Module:
-    """Build the trainable network for a gradient model."""
-    if plan.converter.level == "dataset":
-        return plan.model.build(out_spec, data.num_classes)
-    normalizer = Normalizer.fit(data.train, data.kind, enabled=normalize)
-    converter = plan.converter.build(data.spec)
-    model = plan.model.build(out_spec, data.num_classes)
-    return GraphforgeNet(normalizer, converter, model)
+#: Builds the trainable network of a gradient run (see :class:`GradientFamily`).
+build_network = GradientFamily.build_network
 
 
 def _meta(plan: Plan, data: DataSplits, spec: InputSpec, out_spec: InputSpec) -> dict[str, Any]:
@@ -178,14 +151,6 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "threads": torch.get_num_threads(),
     }
-
-
-@torch.no_grad()
-def sample_features(prefix: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
-    """Run ``prefix`` (normaliser + converter) over ``x`` in batches; return flat ``[N, D]`` features."""
-    prefix.eval()
-    chunks = [prefix(x[idx].to(device)).reshape(len(idx), -1).float().cpu() for idx in iterate_batches(len(x), batch_size, shuffle=False)]
-    return torch.cat(chunks) if chunks else torch.zeros(0, 0)
 
 
 def _finish(
@@ -232,65 +197,6 @@ def _finish(
     return metrics
 
 
-def _run_fit(
-    plan: Plan, data: DataSplits, rundir: RunDirectory, spec: InputSpec, out_spec: InputSpec
-) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    model: FitModel = plan.model  # type: ignore[assignment]
-    prefix = nn.Sequential(Normalizer.fit(data.train, data.kind), plan.converter.build(spec)).to(plan.device)
-    start = time.perf_counter()
-    feats = {s: sample_features(prefix, getattr(data, s).x, plan.device) for s in ("train", "val", "test")}
-    model.fit(feats["train"], data.train.y, data.num_classes)
-    train_seconds = time.perf_counter() - start
-    results = {}
-    # A model may skip scoring its own training split (kNN: that is an N x N search).
-    splits = ("train", "val", "test") if model.score_train else ("val", "test")
-    for s in splits:
-        proba = model.predict_proba(feats[s]) if len(feats[s]) else torch.zeros(0, data.num_classes)
-        results[s] = {"pred": proba.argmax(1).cpu(), "y": getattr(data, s).y}
-    state = {"fit_state": model.state_dict(), "prefix": prefix.state_dict(), **_meta(plan, data, spec, out_spec)}
-    history, extra = _record_fit(rundir, results, train_seconds, state)
-    # Optional model-specific results (e.g. a k sweep): merged into metrics.json.
-    extra.update(model.report(feats, {s: getattr(data, s).y for s in SPLIT_NAMES}, rundir) or {})
-    return {"val": results["val"], "test": results["test"]}, history, extra
-
-
-def _record_fit(rundir: RunDirectory, results: dict[str, dict[str, Any]], train_seconds: float,
-                state: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """History, checkpoint and figures of a model fitted in one step (no epochs)."""
-    acc = {s: accuracy(r["pred"], r["y"]) for s, r in results.items()}
-    history = [{"epoch": 1, "train_accuracy": acc.get("train"), "val_accuracy": acc["val"], "seconds": train_seconds}]
-    rundir.write_history(history)
-    rundir.save(BEST_CHECKPOINT, state)
-    return history, {"train_seconds": train_seconds, "train_accuracy": acc.get("train"), "epochs": 1, "best_epoch": 1}
-
-
-def _run_graph_fit(
-    plan: Plan, data: DataSplits, rundir: RunDirectory, graph: Any, spec: InputSpec, out_spec: InputSpec
-) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    model: GraphFitModel = plan.model  # type: ignore[assignment]
-    mapped = check_graph_splits(graph)
-    graph = graph.to(plan.device)
-    start = time.perf_counter()
-    proba = model.fit_predict(graph, data.num_classes)
-    train_seconds = time.perf_counter() - start
-    expected = (int(graph.num_nodes), data.num_classes)
-    if not isinstance(proba, torch.Tensor) or tuple(proba.shape) != expected:
-        raise GraphforgeError(
-            f"model {plan.config.model!r}: fit_predict returned {tuple(getattr(proba, 'shape', ()))}, "
-            f"expected [num_nodes, num_classes] = {list(expected)}"
-        )
-    pred = proba.argmax(1).cpu()
-    results = {}
-    for s in SPLIT_NAMES:
-        nodes, y = graph_split_nodes(graph, s, mapped)
-        results[s] = {"pred": pred[nodes.cpu()], "y": y.cpu()}
-    state = {"graph_fit_state": model.state_dict(), **_meta(plan, data, spec, out_spec)}
-    history, extra = _record_fit(rundir, results, train_seconds, state)
-    # Optional model-specific results: merged into metrics.json.
-    extra.update(model.report(graph, proba, rundir) or {})
-    return {"val": results["val"], "test": results["test"]}, history, extra
-
-
 def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bool = False) -> RunResult:
     """Run (or resume) one experiment and write its run directory.
 
@@ -321,24 +227,15 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
     plan.model.check_data(data)
     plan.converter.fit(data)
 
-    is_fit = isinstance(plan.model, FitModel)
-    is_graph_fit = isinstance(plan.model, GraphFitModel)
-    graph = None
-    if plan.converter.level == "dataset":
-        graph = plan.converter.convert(data)
-    fanout = plan.model.neighbor_sampling(graph.num_nodes) if graph is not None and not (is_fit or is_graph_fit) else None
-    full_graph = graph is not None and not (is_fit or is_graph_fit) and fanout is None
-    defaults = FULL_GRAPH_DEFAULTS if full_graph else {**MINI_BATCH_DEFAULTS, "epochs": plan.model.default_epochs}
-    cfg.epochs = epochs = cfg.epochs or defaults["epochs"]
-    cfg.lr = cfg.lr if cfg.lr is not None else defaults["lr"]
-    cfg.patience = cfg.patience if cfg.patience is not None else defaults["patience"]
-    net = None if is_fit or is_graph_fit else build_network(plan, data, out_spec).to(plan.device)
-    if is_graph_fit:
-        check_graph_splits(graph)  # a graph without splits is refused before the run directory exists
+    family = family_of(plan.model)
+    graph = plan.converter.convert(data) if plan.converter.level == "dataset" else None
+    job = Job(plan, data, spec, out_spec, graph=graph, meta=_meta(plan, data, spec, out_spec))
+    family.prepare(job)  # defaults and the network: still before anything is written
 
     if rundir is None:
         rundir = RunDirectory.create(cfg.out or default_run_path(cfg.converter, cfg.model))
     cfg.out = str(rundir.path)
+    job.meta["config"] = cfg.to_dict()
     resolved = {**cfg.to_dict(), "plugin_options": plan.options, "environment": _environment(plan.device)}
     rundir.write_config(cfg.to_dict())
     write_json(rundir.file("resolved.json"), resolved)
@@ -348,47 +245,7 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
              len(data.train), len(data.val), len(data.test), data.num_classes)
 
     try:
-        if is_fit:
-            results, history, extra = _run_fit(plan, data, rundir, spec, out_spec)
-        elif is_graph_fit:
-            results, history, extra = _run_graph_fit(plan, data, rundir, graph, spec, out_spec)
-        else:
-            assert net is not None
-            log.info("network: %d parameters on %s", sum(p.numel() for p in net.parameters()), plan.device)
-            generator = torch.Generator().manual_seed(cfg.seed)
-            task: Task
-            if fanout is not None:
-                log.info("neighbour-sampled training on %d nodes: fanout %s, batch size %d",
-                         graph.num_nodes, fanout, cfg.batch_size)
-                task = SampledTransductiveTask(net, graph, fanout, cfg.batch_size, plan.device, generator,
-                                               progress, seed=cfg.seed)
-            elif graph is not None:
-                log.info("full-batch training on the whole graph (%d nodes)", graph.num_nodes)
-                task = TransductiveTask(net, graph, plan.device)
-            else:
-                task = InductiveTask(net, data, cfg.batch_size, plan.device, generator, progress)
-            trainer = Trainer(
-                task, rundir, epochs=epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                lr_schedule=cfg.lr_schedule, patience=cfg.patience,
-                meta=_meta(plan, data, spec, out_spec), generator=generator,
-            )
-            if resume is not None:
-                trainer.resume()
-                log.info("resumed at epoch %d of %d", trainer.state.epoch, epochs)
-            start = time.perf_counter()
-            state = trainer.fit()
-            train_seconds = sum(h.get("seconds", 0.0) for h in state.history)
-            history = state.history
-            results = {s: evaluate_split(task, s) for s in ("val", "test")}
-            extra = {
-                "train_seconds": train_seconds,
-                "session_seconds": time.perf_counter() - start,
-                "train_accuracy": history[-1]["train_accuracy"] if history else None,
-                "epochs": state.epoch,
-                "best_epoch": state.best_epoch,
-                "stopped_early": state.stopped_early,
-                "num_parameters": sum(p.numel() for p in net.parameters()),
-            }
+        results, history, extra = family.train(job, rundir, resume=resume is not None, progress=progress)
         metrics = _finish(plan, rundir, data, results, history, extra)
     except KeyboardInterrupt:
         rundir.write_status("interrupted")

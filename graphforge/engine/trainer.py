@@ -17,9 +17,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from graphforge.engine.checkpoint import make_checkpoint
 from graphforge.engine.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT, RunDirectory
 from graphforge.engine.runtime import rng_state, set_rng_state
 from graphforge.engine.tasks import Task, epoch_metrics
+from graphforge.errors import DataError
 
 log = logging.getLogger("graphforge")
 
@@ -124,37 +126,38 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------
     def _save_last(self) -> None:
-        self.rundir.save(
-            LAST_CHECKPOINT,
-            {
-                "net": self.task.net.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "state": self.state.__dict__,
-                "rng": rng_state(),
-                "generator": self.generator.get_state() if self.generator is not None else None,
-                "meta": self.meta,
-            },
-        )
+        training = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "state": self.state.__dict__,
+            "rng": rng_state(),
+            "generator": self.generator.get_state() if self.generator is not None else None,
+        }
+        self.rundir.save(LAST_CHECKPOINT, make_checkpoint("gradient", self.meta, {"net": self.task.net.state_dict()},
+                                                          epoch=self.state.epoch, training=training))
 
     def _save_best(self) -> None:
         self.best_weights = copy.deepcopy(self.task.net.state_dict())
-        self.rundir.save(BEST_CHECKPOINT, {"net": self.best_weights, "epoch": self.state.epoch, **self.meta})
+        self.rundir.save(BEST_CHECKPOINT, make_checkpoint("gradient", self.meta, {"net": self.best_weights},
+                                                          epoch=self.state.epoch))
 
     def resume(self) -> None:
         """Load ``last.pt`` and ``checkpoint.pt`` from the run directory."""
-        last = self.rundir.load(LAST_CHECKPOINT)
-        self.task.net.load_state_dict(last["net"])
-        self.optimizer.load_state_dict(last["optimizer"])
-        self.scheduler.load_state_dict(last["scheduler"])
+        last = self.rundir.load_checkpoint(LAST_CHECKPOINT)
+        training = last.get("training")
+        if last["family"] != "gradient" or not isinstance(training, dict):
+            raise DataError(f"{self.rundir.file(LAST_CHECKPOINT)} holds no training state to resume from")
+        self.task.net.load_state_dict(last["state"]["net"])
+        self.optimizer.load_state_dict(training["optimizer"])
+        self.scheduler.load_state_dict(training["scheduler"])
         _retarget_scheduler(self.scheduler, self.lr_schedule, self.epochs)
-        self.state = TrainState(**last["state"])
+        self.state = TrainState(**training["state"])
         self.state.stopped_early = False
-        set_rng_state(last["rng"])
-        if self.generator is not None and last.get("generator") is not None:
-            self.generator.set_state(last["generator"])
+        set_rng_state(training["rng"])
+        if self.generator is not None and training.get("generator") is not None:
+            self.generator.set_state(training["generator"])
         if self.rundir.file(BEST_CHECKPOINT).is_file():
-            self.best_weights = self.rundir.load(BEST_CHECKPOINT)["net"]
+            self.best_weights = self.rundir.load_checkpoint(BEST_CHECKPOINT)["state"]["net"]
 
     # --- loop --------------------------------------------------------------------
     def fit(self) -> TrainState:

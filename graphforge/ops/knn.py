@@ -16,9 +16,13 @@ from torch import Tensor
 
 from graphforge.errors import ConfigError, DataError
 from graphforge.ops import _extension
-from graphforge.ops.reference import METRICS, accumulation_dtype, batched_knn_reference
+from graphforge.ops.reference import accumulation_dtype, batched_knn_reference, kernel_metric
 
 __all__ = ["METRICS", "batched_knn", "dense_batched_knn", "knn_backend"]
+
+#: Canonical names (:mod:`graphforge.neighbors.metrics`) of the metrics the op has kernels
+#: for; every alias of them works too (``l2``, ``l1``, ``manhattan``, ``chebyshev``, ...).
+METRICS: tuple[str, ...] = ("euclidean", "cosine", "cityblock", "linf", "ip")
 
 _OP_NAME = "graphforge::batched_knn"
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -142,9 +146,10 @@ def _check_points(x: Any, ndim: int, shape: str) -> Tensor:
 
 
 def _check_metric(metric: Any) -> str:
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
-    return str(metric)
+    """The kernels' name of ``metric`` (any name or alias of :mod:`graphforge.neighbors.metrics`)."""
+    if not isinstance(metric, str):
+        raise ConfigError(f"metric must be a string such as 'euclidean', got {metric!r}")
+    return kernel_metric(metric)
 
 
 def _as_index_tensor(value: Any, name: str, device: torch.device) -> Tensor:
@@ -269,9 +274,10 @@ def batched_knn(
             ``x[ptr[b]:ptr[b+1]]``. Give either ``ptr`` or ``batch``; with neither, ``x``
             is one set.
         k (int or Tensor): neighbours per query, one value for all sets or one per set.
-        metric (str, optional): ``"l2"`` (euclidean distance), ``"cosine"``
-            (``1 - cos``; a zero vector has ``cos = 0``), ``"l1"``, ``"linf"`` or
-            ``"ip"`` (negative inner product, so smaller is nearer). (default: ``"l2"``)
+        metric (str, optional): ``"euclidean"`` (alias ``"l2"``), ``"cosine"``
+            (``1 - cos``; a zero vector has ``cos = 0``), ``"cityblock"`` (``"l1"``),
+            ``"linf"`` or ``"ip"`` (negative inner product, so smaller is nearer); the
+            names of :mod:`graphforge.neighbors.metrics`. (default: ``"l2"``)
         loop (bool, optional): whether a point is a candidate neighbour of itself.
             (default: ``False``)
         batch (Tensor, optional): PyG-style sorted set index of every point, instead of

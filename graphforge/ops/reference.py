@@ -11,7 +11,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-METRICS: tuple[str, ...] = ("l2", "cosine", "l1", "linf", "ip")
+#: The kernels' own names of their metrics (the op schema's ``metric`` argument). Users pass
+#: any name or alias of :mod:`graphforge.neighbors.metrics`; :func:`kernel_metric` maps it.
+KERNEL_METRICS: tuple[str, ...] = ("l2", "cosine", "l1", "linf", "ip")
+
+
+def kernel_metric(metric: str) -> str:
+    """The kernels' name (``l2``, ``cosine``, ``l1``, ``linf``, ``ip``) of any metric name or alias.
+
+    Raises:
+        ConfigError: For an unknown metric, or one the op has no kernel for (``chord``).
+    """
+    if metric in KERNEL_METRICS:
+        return metric
+    from graphforge.neighbors.metrics import get_metric
+
+    return get_metric(metric).op()
 
 # Distance-matrix entries per query chunk (4M floats = 16 MiB).
 _CHUNK_ELEMENTS = 1 << 22
@@ -67,7 +82,8 @@ def batched_knn_reference(
         x (Tensor): points ``[N, D]``.
         ptr (Tensor): CSR offsets ``[B + 1]`` of the point sets (validated by the caller).
         k (Tensor): neighbours per set ``[B]`` (non-negative).
-        metric (str, optional): ``"l2"``, ``"cosine"``, ``"l1"``, ``"linf"`` or ``"ip"``.
+        metric (str, optional): Any metric the op supports, by name or alias
+            (``euclidean``/``l2``, ``cosine``, ``cityblock``/``l1``, ``linf``, ``ip``).
             (default: ``"l2"``)
         loop (bool, optional): whether a point may be its own neighbour. (default: ``False``)
 
@@ -75,8 +91,7 @@ def batched_knn_reference(
         (Tensor, Tensor): ``edge_index [2, E]`` (row 0 neighbour, row 1 query), grouped by
         query and sorted by (distance, neighbour index), and ``dist [E]`` in ``x.dtype``.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}")
+    metric = kernel_metric(metric)
     acc = accumulation_dtype(x.dtype)
     with torch.no_grad():
         xa = x.detach().to(acc)

@@ -31,15 +31,14 @@ from typing import Any
 
 import torch
 
-from graphforge.config import check_int
+from graphforge.checks import check_int
 from graphforge.errors import ConfigError
 from graphforge.neighbors import (
     INDEX_TYPES,
-    NONNEGATIVE_METRICS,
     IndexParams,
     KNNIndex,
     as_float_matrix,
-    canonical_metric,
+    get_metric,
     knn_recall,
     resolve_search_device,
 )
@@ -49,7 +48,7 @@ log = logging.getLogger("graphforge")
 #: The metrics of similarity graphs (canonical names; aliases such as ``l1`` work too).
 GRAPH_METRICS: tuple[str, ...] = ("cosine", "euclidean", "cityblock", "chord", "linf", "ip")
 #: Metrics whose score is a similarity (higher = closer); the others are distances.
-SIMILARITY_METRICS: frozenset[str] = frozenset({"cosine", "ip"})
+SIMILARITY_METRICS: frozenset[str] = frozenset(m for m in GRAPH_METRICS if get_metric(m).similarity)
 MODES: tuple[str, ...] = ("threshold", "knn", "mutual")
 WEIGHTS: tuple[str, ...] = ("similarity", "gaussian", "none")
 #: The options that pick one graph (metric and edge rule); commands that span many graphs refuse them.
@@ -59,6 +58,8 @@ GRAPH_CHOICE_OPTIONS: tuple[str, ...] = ("metric", "mode", "threshold", "k")
 def graph_choice_options(options: dict[str, Any]) -> list[str]:
     """The keys of ``options`` (``-o`` style, prefixes allowed) that pick one graph."""
     return [key for key in options if key.split(".")[-1] in GRAPH_CHOICE_OPTIONS]
+
+
 #: Above this many nodes ``index="auto"`` switches from the exact flat index to IVF.
 AUTO_FLAT_LIMIT = 200_000
 #: An approximate index whose measured recall is below this gets a warning.
@@ -67,27 +68,21 @@ LOW_RECALL = 0.9
 
 def is_similarity(metric: str) -> bool:
     """Whether ``metric``'s score is a similarity (higher = closer) rather than a distance."""
-    return canonical_metric(metric) in SIMILARITY_METRICS
+    return get_metric(metric).similarity
 
 
 def score_from_distance(metric: str, distance: torch.Tensor) -> torch.Tensor:
-    """The user-facing score of a :mod:`graphforge.neighbors` distance.
+    """The user-facing score of a :mod:`graphforge.neighbors` distance (see :meth:`Metric.score`).
 
     ``cosine`` -> cosine similarity ``1 - d``; ``ip`` -> inner product ``-d``; the
     distance metrics -> the distance itself.
     """
-    metric = canonical_metric(metric)
-    if metric == "cosine":
-        return 1.0 - distance
-    if metric == "ip":
-        return -distance
-    return distance
+    return get_metric(metric).score(distance)
 
 
 def radius_of_threshold(metric: str, threshold: float) -> float:
-    """The :mod:`graphforge.neighbors` radius that keeps scores passing ``threshold``
-    (the score mapping is its own inverse)."""
-    return float(score_from_distance(metric, threshold))  # type: ignore[arg-type]
+    """The :mod:`graphforge.neighbors` radius that keeps scores passing ``threshold``."""
+    return get_metric(metric).radius(threshold)
 
 
 @dataclass
@@ -118,9 +113,8 @@ def check_graph_options(metric: str, mode: str, k: Any, threshold: Any, weight: 
     Raises:
         ConfigError: Naming the bad option.
     """
-    name = canonical_metric(metric)
-    if name not in GRAPH_METRICS:
-        raise ConfigError(f"metric {metric!r} is not a similarity-graph metric; choose one of: {', '.join(GRAPH_METRICS)}")
+    found = get_metric(metric, GRAPH_METRICS, user="similarity graphs")
+    name = found.name
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
     if mode == "threshold":
@@ -132,7 +126,7 @@ def check_graph_options(metric: str, mode: str, k: Any, threshold: Any, weight: 
         check_int(k, "k", minimum=1)
     if weight not in WEIGHTS:
         raise ConfigError(f"unknown weight {weight!r}; choose one of: {', '.join(WEIGHTS)}")
-    if weight == "gaussian" and name == "ip":
+    if weight == "gaussian" and not found.nonnegative:
         raise ConfigError("weight=gaussian needs a distance; the ip metric has none (use similarity)")
     if index not in ("auto", *INDEX_TYPES):
         raise ConfigError(f"unknown index {index!r}; choose one of: auto, {', '.join(INDEX_TYPES)}")
@@ -155,7 +149,7 @@ def _edge_weights(metric: str, score: torch.Tensor, dist: torch.Tensor, weight: 
     if weight == "none":
         return None
     if weight == "similarity":
-        w = score if metric in SIMILARITY_METRICS else 1.0 / (1.0 + score)
+        w = score if get_metric(metric).similarity else 1.0 / (1.0 + score)
         return w.float()
     # gaussian: exp(-d^2 / (2 sigma^2)) with sigma the median edge distance
     d = dist
@@ -178,7 +172,7 @@ def _resolve_backend(backend: str, metric: str, params: IndexParams, device: tor
         return backend
     # FAISS's CPU flat L-inf search measured ~3x slower than torch.cdist(p=inf) here;
     # every other metric uses FAISS.
-    if metric == "linf" and params.index == "flat" and device.type == "cpu":
+    if get_metric(metric).family == "linf" and params.index == "flat" and device.type == "cpu":
         return "torch"
     return "faiss"
 
@@ -303,7 +297,7 @@ def knn_self_distances(emb: torch.Tensor, metric: str) -> torch.Tensor:
 def _threshold_edges(knn: KNNIndex, emb: torch.Tensor, metric: str, threshold: float,
                      batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     radius = radius_of_threshold(metric, threshold)
-    if radius < 0 and metric in NONNEGATIVE_METRICS:
+    if radius < 0 and get_metric(metric).nonnegative:
         log.warning("similarity graph: threshold %s can never be met by %s", threshold, metric)
     qi, ri, d = knn.range_search(emb, radius, batch_size=batch_size)
     keep = qi != ri
@@ -366,7 +360,7 @@ def _warn_no_edges(knn: KNNIndex, emb: torch.Tensor, metric: str, threshold: flo
     other = i != rows.unsqueeze(1)
     nearest = torch.where(other[:, 0], d[:, 0], d[:, 1])  # the nearest row that is not the query
     best = score_from_distance(metric, nearest.min())
-    similar = metric in SIMILARITY_METRICS
+    similar = get_metric(metric).similarity
     log.warning(
         "similarity graph: threshold %s gives no edges with %s; the %s between a sampled node and its "
         "nearest neighbour is %.6g, so %s the threshold",

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphforge.config import check_int
+from graphforge.checks import check_int
 from graphforge.errors import ConfigError, DataError
 from graphforge.neighbors import as_float_matrix, pair_distances
 from graphforge.similarity.graph import (

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from graphforge.errors import ConfigError, DataError
+from graphforge.neighbors.metrics import Metric, get_metric
 from graphforge.som.grid import (
     adjacent_matrix,
     check_grid,
@@ -109,32 +110,60 @@ def decay_value(start: float, end: float, step: int, total: int, decay: str) -> 
     return start * (end / start) ** frac
 
 
-def nearest_units(x: Tensor, weights: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
-    """Squared distances and indices of each sample's ``k`` nearest neurons.
+def _unit32(x: Tensor) -> Tensor:
+    norms = x.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, x / norms.clamp_min(1e-30), torch.zeros_like(x))
 
-    One matrix product per chunk of samples (``|x|^2 - 2 x W^T + |W|^2``), so memory
-    stays at about 64 MB whatever the number of samples.
+
+def unit_distances(x: Tensor, weights: Tensor, metric: Metric) -> Tensor:
+    """fp32 distances ``[N, M]`` of samples ``x`` to neurons ``weights`` in ``metric`` (clamped to its range).
+
+    The ``l2`` and ``ip`` families are one matrix product (``|x|^2 - 2 x W^T + |W|^2``,
+    ``-x W^T``, rows normalised first for cosine and chord); city block and L-inf use
+    ``torch.cdist``.
+    """
+    if metric.normalized:
+        x, weights = _unit32(x), _unit32(weights)
+    if metric.family == "l2":
+        d = torch.addmm((weights * weights).sum(1), x, weights.T, beta=1.0, alpha=-2.0)
+        d += (x * x).sum(1, keepdim=True)
+        d.clamp_min_(0)
+        if not metric.squared:
+            d.sqrt_()
+    elif metric.family == "ip":
+        d = -(x @ weights.T)
+        if metric.normalized:
+            d += 1.0
+    else:
+        d = torch.cdist(x, weights, p=1.0 if metric.family == "l1" else math.inf)
+    return metric.clamp(d)
+
+
+def nearest_units(x: Tensor, weights: Tensor, k: int = 1, metric: str | Metric = "euclidean") -> tuple[Tensor, Tensor]:
+    """Distances and indices of each sample's ``k`` nearest neurons.
+
+    Samples are taken in chunks, so memory stays at about 64 MB whatever their number.
 
     Args:
         x (Tensor): Samples ``[N, D]`` (float32, on the weights' device).
         weights (Tensor): Neuron weights ``[M, D]``.
         k (int, optional): Neurons per sample. (default: ``1``)
+        metric (str or Metric, optional): Any metric of :mod:`graphforge.neighbors.metrics`.
+            (default: ``"euclidean"``)
 
     Returns:
-        ``(squared distances [N, k], indices [N, k])``, nearest first.
+        ``(distances [N, k], indices [N, k])`` in ``metric``, nearest first (ties to the lower neuron).
     """
-    w_sq = (weights * weights).sum(1)
+    found = get_metric(metric)
     chunk = max(1, _BLOCK_ELEMENTS // weights.shape[0])
     dists, idxs = [], []
     for start in range(0, x.shape[0], chunk):
-        xc = x[start:start + chunk]
-        d = torch.addmm(w_sq, xc, weights.T, beta=1.0, alpha=-2.0)
-        d += (xc * xc).sum(1, keepdim=True)
+        d = unit_distances(x[start:start + chunk], weights, found)
         if k == 1:
             v, i = d.min(1, keepdim=True)
         else:
             v, i = d.topk(k, dim=1, largest=False)
-        dists.append(v.clamp_min_(0))
+        dists.append(v)
         idxs.append(i)
     if not dists:
         return x.new_zeros(0, k), torch.zeros(0, k, dtype=torch.long, device=x.device)
@@ -162,6 +191,12 @@ class SelfOrganizingMap:
         batch_size (int, optional): Samples per online update. (default: ``256``)
         connectivity (int, optional): 4 or 8 neighbours on rectangular grids, for
             :meth:`edges` and :meth:`u_matrix`. (default: ``4``)
+        metric (str, optional): Distance that picks each sample's best-matching unit and
+            measures the quantization error and the U-matrix: any metric of
+            :mod:`graphforge.neighbors.metrics` (``euclidean``, ``cosine``, ``cityblock``
+            / ``manhattan``, ``linf`` / ``chebyshev``, ...; as MiniSom's
+            ``activation_distance``). Updates always move weights towards the samples.
+            (default: ``"euclidean"``)
         seed (int, optional): Seed of the initialisation and shuffling. (default: ``0``)
         device (str or torch.device, optional): Where the weights live. (default: ``"cpu"``)
 
@@ -188,10 +223,12 @@ class SelfOrganizingMap:
         init: str = "pca",
         batch_size: int = 256,
         connectivity: int = 4,
+        metric: str = "euclidean",
         seed: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
         check_grid(rows, cols, topology, connectivity)
+        self.metric = get_metric(metric).name
         if neighborhood not in NEIGHBORHOODS:
             raise ConfigError(f"som: neighborhood must be one of {', '.join(NEIGHBORHOODS)}, got {neighborhood!r}")
         if decay not in DECAYS:
@@ -233,7 +270,7 @@ class SelfOrganizingMap:
     def __repr__(self) -> str:
         return (f"SelfOrganizingMap({self.rows}x{self.cols}, topology={self.topology!r}, "
                 f"neighborhood={self.neighborhood!r}, sigma={self.sigma:g}, mode={self.mode!r}, "
-                f"init={self.init!r}, seed={self.seed})")
+                f"init={self.init!r}, metric={self.metric!r}, seed={self.seed})")
 
     # --- data ------------------------------------------------------------------------
     def _as_matrix(self, x: Any) -> Tensor:
@@ -276,19 +313,29 @@ class SelfOrganizingMap:
     def bmu(self, x: Any) -> Tensor:
         """Return the best-matching unit of each sample ``[N]`` (int64, on the map's device)."""
         weights = self._fitted()
-        return nearest_units(self._as_matrix(x), weights, 1)[1][:, 0]
+        return self._nearest(self._as_matrix(x), weights, 1)[1][:, 0]
+
+    def _nearest(self, x: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        return nearest_units(x, weights, k, self.metric)
+
+    def _bmu_distances(self, x: Tensor, weights: Tensor, bmus: Tensor) -> Tensor:
+        """Exact distances (in :attr:`metric`, from the differences) of samples to their units ``[N]``."""
+        metric = get_metric(self.metric)
+        step = max(1, _BLOCK_ELEMENTS // 4 // max(1, x.shape[1]))
+        parts = [metric.distances(x[s:s + step].cpu(), weights[bmus[s:s + step]].cpu().unsqueeze(1))[:, 0]
+                 for s in range(0, x.shape[0], step)]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
     def quantization_error(self, x: Any) -> float:
-        """Mean Euclidean distance of the samples to their best-matching units' weights."""
+        """Mean distance (in :attr:`metric`) of the samples to their best-matching units' weights."""
         weights = self._fitted()
         xt = self._as_matrix(x)
-        b = nearest_units(xt, weights, 1)[1][:, 0]
-        return float((xt - weights[b]).norm(dim=1).mean())
+        return float(self._bmu_distances(xt, weights, self._nearest(xt, weights, 1)[1][:, 0]).mean())
 
     def topographic_error(self, x: Any) -> float:
         """Fraction of samples whose best and second-best units are not grid neighbours."""
         weights = self._fitted()
-        idx = nearest_units(self._as_matrix(x), weights, 2)[1]
+        idx = self._nearest(self._as_matrix(x), weights, 2)[1]
         return float((~self._adjacent[idx[:, 0], idx[:, 1]]).float().mean())
 
     def label_map(self, x: Any, y: Any, num_classes: int | None = None) -> tuple[Tensor, Tensor]:
@@ -303,7 +350,16 @@ class SelfOrganizingMap:
             ``(labels [M], counts [M, num_classes])``: ``labels`` is -1 for neurons no
             sample maps to; ties go to the smaller class.
         """
-        return self.label_counts(self.bmu(x), torch.as_tensor(y).to(self.device), num_classes)
+        bmus = self.bmu(x)
+        yt = torch.as_tensor(y)
+        if yt.ndim != 1 or yt.shape[0] != bmus.shape[0]:
+            raise DataError(f"som: label_map needs one label per sample: {bmus.shape[0]} samples, "
+                            f"labels of shape {tuple(yt.shape)}")
+        if yt.dtype.is_floating_point or yt.dtype == torch.bool or (yt.numel() and int(yt.min()) < 0):
+            raise DataError("som: labels must be non-negative integers")
+        if num_classes is not None and yt.numel() and int(yt.max()) >= num_classes:
+            raise DataError(f"som: labels must be below num_classes={num_classes}, got {int(yt.max())}")
+        return self.label_counts(bmus, yt.to(self.device), num_classes)
 
     def label_counts(self, bmus: Tensor, y: Tensor, num_classes: int | None = None) -> tuple[Tensor, Tensor]:
         """Like :meth:`label_map`, from already computed best-matching units ``bmus [N]``."""
@@ -323,10 +379,11 @@ class SelfOrganizingMap:
         return grid_edges(self.rows, self.cols, self.topology, self.connectivity).to(self.device)
 
     def edge_distances(self) -> Tensor:
-        """Euclidean distance between the weights of the two ends of every :meth:`edges` edge ``[E]``."""
+        """Distance (in :attr:`metric`) between the weights of the two ends of every :meth:`edges` edge ``[E]``."""
         weights = self._fitted()
         e = self.edges()
-        return (weights[e[0]] - weights[e[1]]).norm(dim=1)
+        return get_metric(self.metric).distances(weights[e[0]].cpu(), weights[e[1]].cpu().unsqueeze(1))[:, 0].to(
+            weights.device, torch.float32)
 
     def u_matrix(self) -> Tensor:
         """The U-matrix: each neuron's mean weight distance to its grid neighbours ``[rows, cols]``."""
@@ -410,7 +467,7 @@ class SelfOrganizingMap:
             if top2 is not None:
                 _, idx = top2
                 b = idx[:, 0]
-                row["quantization_error"] = float((xt - weights[b]).norm(dim=1).mean())
+                row["quantization_error"] = float(self._bmu_distances(xt, weights, b).mean())
                 row["topographic_error"] = float((~self._adjacent[idx[:, 0], idx[:, 1]]).float().mean())
                 if yt is not None:
                     _, counts = self.label_counts(b, yt, num_classes)
@@ -424,12 +481,12 @@ class SelfOrganizingMap:
             if self.mode == "batch":
                 sigma = decay_value(self.sigma, self.sigma_end, epoch - 1, epochs, self.decay)
                 if top2 is None:
-                    top2 = nearest_units(xt, weights, 2 if track else 1)
+                    top2 = self._nearest(xt, weights, 2 if track else 1)
                 bmus = top2[1][:, 0]
                 h_full = neighborhood(self.neighborhood, self._grid_sq, sigma)
                 self._step_towards(weights, xt, bmus, h_full, None)
                 rate = None
-                top2 = nearest_units(xt, weights, 2) if track else None
+                top2 = self._nearest(xt, weights, 2) if track else None
                 record(epoch, sigma, rate, top2)
                 if not track:
                     top2 = None
@@ -439,18 +496,18 @@ class SelfOrganizingMap:
                 sigma = decay_value(self.sigma, self.sigma_end, step, total, self.decay)
                 rate = decay_value(self.lr, self.lr_end, step, total, self.decay)
                 xb = xt[order[start:start + self.batch_size]]
-                bmus = nearest_units(xb, weights, 1)[1][:, 0]
+                bmus = self._nearest(xb, weights, 1)[1][:, 0]
                 h_full = neighborhood(self.neighborhood, self._grid_sq, sigma)
                 self._step_towards(weights, xb, bmus, h_full, rate)
                 step += 1
-            record(epoch, sigma, rate, nearest_units(xt, weights, 2) if track else None)
+            record(epoch, sigma, rate, self._nearest(xt, weights, 2) if track else None)
         self.weights = weights
         return self.history
 
     def state_dict(self) -> dict[str, Any]:
         """The trained weights and the options that shaped them."""
         return {"weights": None if self.weights is None else self.weights.cpu(), "rows": self.rows, "cols": self.cols,
-                "topology": self.topology, "connectivity": self.connectivity}
+                "topology": self.topology, "connectivity": self.connectivity, "metric": self.metric}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load weights saved by :meth:`state_dict` (the grid must match)."""

@@ -110,7 +110,7 @@ def test_epoch_metrics_report_k_histogram():
     "options, message",
     [({"k_min": 8, "k_max": 4}, "k_min \\(8\\) must not exceed k_max \\(4\\)"),
      ({"k_min": 0}, "k_min must be an integer >= 1"),
-     ({"metric": "hamming"}, "metric must be one of"),
+     ({"metric": "hamming"}, "unknown metric .hamming."),
      ({"tau": 0}, "tau must be > 0"),
      ({"channels": []}, "channels must be"),
      ({"bogus": 1}, "no option 'bogus'")],

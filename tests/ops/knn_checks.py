@@ -5,11 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from graphforge.ops.reference import kernel_metric
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def brute_distances(pts: Tensor, metric: str) -> Tensor:
     """All pairwise distances of one set in float64, by plain broadcasting."""
+    metric = kernel_metric(metric)  # any name or alias -> l2, l1, linf, ip, cosine
     p = pts.double()
     diff = p[:, None, :] - p[None, :, :]
     if metric == "l2":

@@ -35,8 +35,10 @@ from graphforge.core.converter import Converter
 from graphforge.core.data import InputSpec
 from graphforge.errors import ConfigError
 from graphforge.hookspecs import hookimpl
+from graphforge.neighbors.metrics import get_metric, list_metrics
 
-_METRICS = ("l2", "cosine", "l1", "linf", "ip")
+#: The metrics the native op has kernels for (canonical names; aliases work too).
+_METRICS = tuple(m.name for m in list_metrics() if m.op_name)
 
 
 def _encoder_plan(height: int, width: int, n_blocks: int, min_side: int) -> tuple[list[bool], tuple[int, int]]:
@@ -176,7 +178,8 @@ class DynKNN(Converter):
         k (int, optional): The fixed k when ``learn_k=False``. (default: ``8``)
         learn_k (bool, optional): Learn each image's k; ``False`` gives fixed-k graphs. (default: ``True``)
         pos_encoding (bool, optional): Append normalised (row, col) to each node. (default: ``True``)
-        metric (str, optional): ``l2``, ``cosine``, ``l1``, ``linf`` or ``ip``. (default: ``"l2"``)
+        metric (str, optional): Node distance of the KNN graph: ``euclidean`` (``l2``), ``cosine``,
+            ``cityblock`` (``l1``), ``linf`` or ``ip``. (default: ``"euclidean"``)
         tau (float, optional): Temperature of the soft rank mask. (default: ``1.0``)
         k_penalty (float, optional): Weight of the penalty on the expected k. (default: ``0.0``)
         min_side (int, optional): Stop pooling when the map would get narrower than this. (default: ``4``)
@@ -187,7 +190,7 @@ class DynKNN(Converter):
     inputs = frozenset({"images"})
 
     def __init__(self, channels: Sequence[int] = (32, 64), k_min: int = 2, k_max: int = 16, k: int = 8,
-                 learn_k: bool = True, pos_encoding: bool = True, metric: str = "l2", tau: float = 1.0,
+                 learn_k: bool = True, pos_encoding: bool = True, metric: str = "euclidean", tau: float = 1.0,
                  k_penalty: float = 0.0, min_side: int = 4) -> None:
         channels = [channels] if isinstance(channels, int) else list(channels)
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
@@ -197,8 +200,7 @@ class DynKNN(Converter):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if k_min > k_max:
             raise ValueError(f"k_min ({k_min}) must not exceed k_max ({k_max})")
-        if metric not in _METRICS:
-            raise ValueError(f"metric must be one of {', '.join(_METRICS)}, got {metric!r}")
+        metric = get_metric(metric, _METRICS, user="dyn_knn (the native batched_knn op)").name
         if not isinstance(tau, (int, float)) or tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
         if not isinstance(k_penalty, (int, float)) or k_penalty < 0:

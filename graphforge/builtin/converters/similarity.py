@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphforge.config import check_device, check_int
+from graphforge.checks import check_device, check_int
 from graphforge.core.converter import Converter
 from graphforge.core.data import DataSplits, InputSpec
 from graphforge.core.embedder import Embedder

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from graphforge.config import check_int
+from graphforge.checks import check_int
 from graphforge.core.data import InputSpec
 from graphforge.core.embedder import Embedder
 from graphforge.errors import ConfigError, DataError, GraphforgeError

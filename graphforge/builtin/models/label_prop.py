@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from graphforge.config import check_int
+from graphforge.checks import check_int
 from graphforge.core.model import GraphFitModel
 from graphforge.errors import ConfigError, DataError
 from graphforge.hookspecs import hookimpl

@@ -7,7 +7,7 @@ exactly, in memory-bounded blocks:
    inner product, ``torch.cdist`` for city block and L-inf; FAISS when it runs on a GPU)
    keeps the ``k + margin`` best candidates of each query. On the CPU the GEMM runs on
    augmented rows (the norms ride along as one extra column) in the faster of torch's
-   and NumPy's BLAS (:mod:`graphforge.gemm`), and the native
+   and NumPy's BLAS (:mod:`graphforge.neighbors.gemm`), and the native
    :func:`~graphforge.ops.smallest_k` selects the candidates from each block.
 2. **Exact re-ranking.** The candidates' distances are recomputed in float64 from
    the differences themselves (no ``|a|^2 + |b|^2 - 2ab`` cancellation), and sorted
@@ -19,16 +19,16 @@ exactly, in memory-bounded blocks:
    near-ties at the candidate boundary) are searched again over the whole database
    in float64.
 
-Ties are broken by database index (the lower index wins), which is what
-scikit-learn's brute-force search does, so a neighbour list of length ``k`` is a
-prefix of the list for any larger ``k`` (a k sweep can search once at the largest).
+Ties are broken by database index (the lower index wins), deterministically, so a
+neighbour list of length ``k`` is a prefix of the list for any larger ``k`` (a k sweep
+can search once at the largest). scikit-learn's brute-force search makes no such
+promise: it selects with ``argpartition``, and for ``k >= 3`` it may return rows tied at
+equal distance in another order (the *sets* of neighbours agree whenever no tie
+straddles the k-th place).
 
-Metrics (each a distance, smaller = nearer): ``euclidean`` (``l2``), ``sqeuclidean``,
-``cosine`` (``1 - cos``; a zero vector has similarity 0 to everything, as in
-scikit-learn), ``chord`` (the euclidean distance between the L2-normalised rows,
-``sqrt(2 - 2 cos)``; a zero row stays zero), ``cityblock`` (``l1``, ``manhattan``),
-``linf`` (``chebyshev``, ``max``: the largest absolute difference) and ``ip`` (inner
-product; its distance is ``-<q, x>``, so the nearest rows have the largest product).
+Metrics are :class:`~graphforge.neighbors.metrics.Metric` objects (every name and alias
+of :mod:`graphforge.neighbors.metrics` works); each is a distance here, smaller =
+nearer (``ip``'s is ``-<q, x>``), clamped to its range.
 
 :meth:`KNNIndex.range_search` finds every row within a radius, exactly, by the same
 three steps (fp32 candidates within the radius plus the error bound, exact float64
@@ -50,36 +50,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from graphforge.config import check_int
+from graphforge.checks import check_int
 from graphforge.errors import ConfigError, DataError
-from graphforge.gemm import GemmChooser
+from graphforge.neighbors.arrays import as_float_matrix, resolve_search_device
+from graphforge.neighbors.faiss_index import (
+    FAISS_GPU_MAX_K,
+    IndexParams,
+    build_faiss_index,
+    faiss_candidates,
+    faiss_gpu_available,
+    faiss_range_candidates,
+)
+from graphforge.neighbors.gemm import GemmChooser
+from graphforge.neighbors.metrics import Metric, get_metric, unit_rows
 from graphforge.ops import smallest_k
 from graphforge.ops._extension import native_available
 
 log = logging.getLogger("graphforge")
 
-METRIC_ALIASES: dict[str, str] = {
-    "euclidean": "euclidean",
-    "l2": "euclidean",
-    "sqeuclidean": "sqeuclidean",
-    "cosine": "cosine",
-    "cityblock": "cityblock",
-    "l1": "cityblock",
-    "manhattan": "cityblock",
-    "chord": "chord",
-    "linf": "linf",
-    "chebyshev": "linf",
-    "max": "linf",
-    "maxnorm": "linf",
-    "ip": "ip",
-    "inner_product": "ip",
-    "dot": "ip",
-}
-#: Metrics whose distance is never negative (a negative radius finds nothing).
-NONNEGATIVE_METRICS: frozenset[str] = frozenset({"euclidean", "sqeuclidean", "cosine", "chord", "cityblock", "linf"})
-#: FAISS index types: exact ``flat``, approximate ``ivf`` and ``hnsw``.
-INDEX_TYPES: tuple[str, ...] = ("flat", "ivf", "hnsw")
-METRICS: tuple[str, ...] = tuple(sorted(METRIC_ALIASES))
 BACKENDS: tuple[str, ...] = ("auto", "torch", "faiss")
 
 #: Upper bound on the fp32 score block held at once (elements): 64 Mi floats = 256 MiB.
@@ -100,7 +88,7 @@ class SearchStats:
         backend: Candidate backend used (``torch`` or ``faiss``).
         device: Device of the candidate search.
         cpu_gemm: BLAS of a CPU GEMM search (``torch`` or ``numpy``; ``auto`` while
-            still choosing; empty for other searches). See :mod:`graphforge.gemm`.
+            still choosing; empty for other searches). See :mod:`graphforge.neighbors.gemm`.
     """
 
     queries: int = 0
@@ -108,96 +96,6 @@ class SearchStats:
     backend: str = ""
     device: str = "cpu"
     cpu_gemm: str = ""
-
-
-def canonical_metric(metric: str) -> str:
-    """Return the canonical name of ``metric`` (``l2`` -> ``euclidean``, ``l1`` -> ``cityblock``).
-
-    Raises:
-        ConfigError: If the metric is unknown.
-    """
-    name = METRIC_ALIASES.get(str(metric).lower())
-    if name is None:
-        raise ConfigError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
-    return name
-
-
-def as_float_matrix(x: Any, name: str) -> torch.Tensor:
-    """Return ``x`` (numpy array, tensor or nested list) as a contiguous float32 ``[N, D]`` CPU tensor.
-
-    Raises:
-        DataError: If ``x`` is not 2-D, or holds NaN or infinite values.
-    """
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        t = torch.as_tensor(np.asarray(x))
-    if t.ndim != 2:
-        raise DataError(f"{name} must be a 2-D array [samples, features], got shape {tuple(t.shape)}")
-    t = t.to(device="cpu", dtype=torch.float32).contiguous()
-    # A float64 sum of float32 values cannot overflow, so it is finite exactly when
-    # every value is (and it is much faster than an element-wise isfinite).
-    if t.numel() and not math.isfinite(float(t.sum(dtype=torch.float64))):
-        raise DataError(f"{name} contains NaN or infinite values")
-    return t
-
-
-def faiss_gpu_available() -> bool:
-    """Whether FAISS is installed with GPU support and a CUDA device is visible."""
-    try:
-        import faiss
-    except ImportError:
-        return False
-    return bool(hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0)
-
-
-def resolve_search_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU.
-
-    Raises:
-        ConfigError: If CUDA is asked for but not available.
-    """
-    text = str(device)
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {text!r} asked for, but CUDA is not available")
-    try:
-        return torch.device(text)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {text!r}; use auto, cpu, cuda or cuda:N") from None
-
-
-# --- exact distances ---------------------------------------------------------------
-def _unit64(x: torch.Tensor) -> torch.Tensor:
-    """Rows of ``x`` scaled to unit L2 norm in float64 (zero rows stay zero)."""
-    x = x.double()
-    norms = x.norm(dim=-1, keepdim=True)
-    return torch.where(norms > 0, x / norms.clamp_min(1e-300), torch.zeros_like(x))
-
-
-def _exact_distances(q: torch.Tensor, rows: torch.Tensor, metric: str) -> torch.Tensor:
-    """float64 distances of ``q`` ``[B, D]`` to ``rows`` ``[B, C, D]`` -> ``[B, C]``."""
-    q64 = q.double().unsqueeze(1)
-    r64 = rows.to(torch.float64, copy=True)  # a private copy, updated in place below
-    if metric in ("euclidean", "sqeuclidean"):
-        d = r64.sub_(q64).square_().sum(-1)
-        return d.sqrt_() if metric == "euclidean" else d
-    if metric == "cityblock":
-        return r64.sub_(q64).abs_().sum(-1)
-    if metric == "linf":
-        return r64.sub_(q64).abs_().amax(-1)
-    if metric == "ip":
-        return r64.mul_(q64).sum(-1).neg_()
-    if metric == "chord":
-        return (_unit64(r64) - _unit64(q64)).square_().sum(-1).sqrt_()
-    # cosine
-    qn = q64.norm(dim=-1)
-    rn = r64.norm(dim=-1)
-    denom = qn * rn
-    dots = (r64 * q64).sum(-1)
-    sim = torch.where(denom > 0, dots / denom.clamp_min(1e-300), torch.zeros_like(dots))
-    return 1.0 - sim
 
 
 def _sort_by_distance_then_index(dist: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,48 +108,42 @@ def _sort_by_distance_then_index(dist: torch.Tensor, idx: torch.Tensor) -> tuple
 
 
 # --- fp32 candidate scores -----------------------------------------------------------
-_L2_LIKE = frozenset({"euclidean", "sqeuclidean", "chord"})
-#: Metrics whose fp32 score is one matrix product.
-_GEMM_METRICS = _L2_LIKE | {"cosine", "ip"}
-_SHIFT_INVARIANT = frozenset({"euclidean", "sqeuclidean", "cityblock", "linf"})
-#: The largest k a FAISS GPU index searches; more candidates use a CPU copy of the index.
-_FAISS_GPU_MAX_K = 2048
-
-
-class _Prepared:
+class Prepared:
     """The database on the search device, with what every block needs.
 
     Every metric is searched on a *score* scale (smaller = nearer) that a GEMM or a
-    FAISS index gives directly: ``|x|^2 - 2 q.x`` for the euclidean family (the query
-    norm is the same for the whole row and is left out), ``-q.x`` for cosine and inner
-    product, the distance itself for city block and L-inf.
+    FAISS index gives directly, chosen by the metric's :attr:`~Metric.family`:
+    ``|x|^2 - 2 q.x`` for the ``l2`` family (the query norm is the same for the whole
+    row and is left out), ``-q.x`` for ``ip`` (cosine and inner product), the distance
+    itself for ``l1`` and ``linf``.
     """
 
-    def __init__(self, database: torch.Tensor, metric: str, device: torch.device, *, gemm: bool = False) -> None:
+    def __init__(self, database: torch.Tensor, metric: Metric, device: torch.device, *, gemm: bool = False) -> None:
         self.metric = metric
         self.device = device
         self.cpu = database  # float32 CPU, for exact re-ranking
+        self.faiss_resources: Any = None  # set when a FAISS GPU index is built
         db = database.to(device)
         self.dim = int(db.shape[1])
         self.n = int(db.shape[0])
-        if metric in ("cosine", "chord"):
-            db = _unit64(db).float()
+        family = metric.family
+        if metric.normalized:
+            db = unit_rows(db).float()
         # Translation-invariant metrics are searched on data centred at the database
         # mean: the distances are the same, but the fp32 error bound (which grows with
         # the norms) stays tight for data far from the origin.
         self.shift: torch.Tensor | None = None
-        if metric in _SHIFT_INVARIANT and self.n:
+        if metric.translation_invariant and self.n:
             self.shift = db.double().mean(0).float()
             db = db - self.shift
         self.db = db
-        if metric in _L2_LIKE:
+        if family == "l2":
             self.sq_norms = (db * db).sum(1)  # fp32 rounding here is inside the error bound
             self.max_norm = float(self.sq_norms.max().double().sqrt()) * (1 + 1e-6) if self.n else 0.0
-        elif metric == "cosine":
-            self.max_norm = 1.0
-        elif metric == "ip":
-            self.max_norm = float(db.double().norm(dim=1).max()) * (1 + 1e-6) if self.n else 0.0
-        elif metric == "cityblock":
+        elif family == "ip":
+            norm = 1.0 if metric.normalized else float(db.double().norm(dim=1).max()) * (1 + 1e-6)
+            self.max_norm = norm if self.n else 0.0
+        elif family == "l1":
             self.max_norm = float(db.double().abs().sum(1).max()) if self.n else 0.0  # max L1 norm
         else:  # linf
             self.max_norm = float(db.abs().max()) if self.n else 0.0
@@ -260,15 +152,15 @@ class _Prepared:
         # again for rounding the centred coordinates.
         self.gamma = 3.0 * (self.dim + 4) * _FP32_EPS
         # CPU GEMM searches (the torch backend): the whole score is one matrix product of
-        # augmented rows, [q, 1, 0...] . [-2x, |x|^2, 0...] for the euclidean family and
-        # q . (-x) for cosine / ip, so no separate pass adds the norms; the width is padded
+        # augmented rows, [q, 1, 0...] . [-2x, |x|^2, 0...] for the l2 family and
+        # q . (-x) for the ip family, so no separate pass adds the norms; the width is padded
         # to a multiple of 8 (faster BLAS kernels). It replaces the centred copy: a single
         # extra copy of the database. The sum has D + 1 terms, inside the bound above.
         self.gemm_db: torch.Tensor | None = None
         self.gemm: GemmChooser | None = None
-        if gemm and device.type == "cpu" and metric in _GEMM_METRICS:
+        if gemm and device.type == "cpu" and family in ("l2", "ip"):
             self.gemm = GemmChooser()
-            if metric in _L2_LIKE:
+            if family == "l2":
                 width = -(-(self.dim + 1) // 8) * 8
                 aug = torch.zeros(self.n, width, dtype=torch.float32)
                 torch.mul(db, -2.0, out=aug[:, : self.dim])
@@ -287,188 +179,68 @@ class _Prepared:
             assert self.gemm is not None
             return self.gemm(q, self.gemm_db[start:stop], out)
         db = self.db[start:stop]
-        if self.metric in _L2_LIKE:
+        family = self.metric.family
+        if family == "l2":
             return torch.addmm(self.sq_norms[start:stop].unsqueeze(0), q, db.T, beta=1.0, alpha=-2.0)
-        if self.metric in ("cosine", "ip"):
+        if family == "ip":
             return -(q @ db.T)
-        return torch.cdist(q, db, p=1.0 if self.metric == "cityblock" else math.inf)
+        return torch.cdist(q, db, p=1.0 if family == "l1" else math.inf)
 
     def prepare_queries(self, q: torch.Tensor) -> torch.Tensor:
+        """Queries on the search scale: normalised / centred like the database, augmented for a CPU GEMM."""
         q = q.to(self.device)
-        if self.metric in ("cosine", "chord"):
-            q = _unit64(q).float()
+        if self.metric.normalized:
+            q = unit_rows(q).float()
         if self.shift is not None:
             q = q - self.shift
         if self.gemm_db is None:
             return q
         # CPU GEMM searches: the left factor of the augmented product (see ``gemm_db``),
         # built once per query block rather than once per database block.
-        if self.metric not in _L2_LIKE:
+        if self.metric.family != "l2":
             return q.contiguous()
         aug = torch.zeros(len(q), self.gemm_db.shape[1], dtype=torch.float32)
         aug[:, : self.dim] = q
         aug[:, self.dim] = 1.0
         return aug
 
-    def _centred64(self, q_cpu: torch.Tensor) -> torch.Tensor:
-        """Queries in float64, on the (centred) scale the fp32 scores use."""
+    def _scaled64(self, q_cpu: torch.Tensor) -> torch.Tensor:
+        """Queries in float64, on the (normalised or centred) scale the fp32 scores use."""
+        if self.metric.normalized:
+            return unit_rows(q_cpu)
         q64 = q_cpu.double()
         return q64 - self.shift.cpu().double() if self.shift is not None else q64
 
     def error_bound(self, q_cpu: torch.Tensor) -> torch.Tensor:
         """Per-query bound on ``|fp32 score - exact score|`` (float64 ``[B]``)."""
-        q64 = self._centred64(q_cpu)
-        if self.metric in _L2_LIKE:
+        q64 = self._scaled64(q_cpu)
+        family = self.metric.family
+        if family == "l2":
             # Covers |x|^2 - 2 q.x (torch) and |q|^2 + |x|^2 - 2 q.x (FAISS) in fp32; for
-            # chord, 16 eps more for rounding the normalised rows to fp32.
-            qn = _unit64(q64).norm(dim=1) if self.metric == "chord" else q64.norm(dim=1)
-            extra = 16 * _FP32_EPS if self.metric == "chord" else 0.0
-            return self.gamma * (self.max_norm + qn).square() + extra + 1e-30
-        if self.metric == "cosine":
+            # normalised rows (chord), 16 eps more for rounding them to fp32.
+            extra = 16 * _FP32_EPS if self.metric.normalized else 0.0
+            return self.gamma * (self.max_norm + q64.norm(dim=1)).square() + extra + 1e-30
+        if family == "ip" and self.metric.normalized:  # cosine: unit rows
             return torch.full((len(q_cpu),), 4.0 * self.gamma + 1e-30, dtype=torch.float64)
-        if self.metric == "ip":
+        if family == "ip":
             return self.gamma * q64.norm(dim=1) * self.max_norm + 1e-30
-        if self.metric == "cityblock":
+        if family == "l1":
             return self.gamma * (q64.abs().sum(1) + self.max_norm) + 1e-30
         # linf: each |q_i - x_i| is rounded once; the maximum itself is exact.
         return 4 * _FP32_EPS * (q64.abs().amax(1) + self.max_norm) + 1e-30
 
     def exact_score(self, d: torch.Tensor, q_cpu: torch.Tensor) -> torch.Tensor:
         """Exact distances ``d`` (``[B, C]`` or ``[B, 1]``) -> the same scale as :meth:`scores`."""
-        if self.metric == "euclidean":
-            return d.square() - self._centred64(q_cpu).square().sum(1, keepdim=True)
-        if self.metric == "sqeuclidean":
-            return d - self._centred64(q_cpu).square().sum(1, keepdim=True)
-        if self.metric == "chord":
-            return d.square() - _unit64(q_cpu).square().sum(1, keepdim=True)
-        if self.metric == "cosine":
+        family = self.metric.family
+        if family == "l2":
+            sq = d if self.metric.squared else d.square()
+            return sq - self._scaled64(q_cpu).square().sum(1, keepdim=True)
+        if family == "ip" and self.metric.normalized:  # cosine: -cos = d - 1
             return d - 1.0
         return d
 
 
-# --- FAISS --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class IndexParams:
-    """FAISS index settings.
-
-    Attributes:
-        index: ``flat`` (exact), ``ivf`` (``IndexIVFFlat``) or ``hnsw`` (``IndexHNSWFlat``).
-        nlist: IVF lists (default: ``4 * sqrt(N)``, at most ``N / 39``).
-        nprobe: IVF lists searched per query (default: 32).
-        hnsw_m: HNSW links per node (default: 32).
-        ef_search: HNSW search breadth (default: ``max(64, 2 * candidates)``).
-        ef_construction: HNSW build breadth (default: 64).
-        seed: Seed of the IVF training sample.
-    """
-
-    index: str = "flat"
-    nlist: int | None = None
-    nprobe: int | None = None
-    hnsw_m: int = 32
-    ef_search: int | None = None
-    ef_construction: int = 64
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.index not in INDEX_TYPES:
-            raise ConfigError(f"unknown index {self.index!r}; choose one of: {', '.join(INDEX_TYPES)}")
-        for name in ("nlist", "nprobe", "ef_search"):
-            check_int(getattr(self, name), name, minimum=1, optional=True)
-        for name in ("hnsw_m", "ef_construction"):
-            check_int(getattr(self, name), name, minimum=2)
-
-    def resolved_nprobe(self, nlist: int) -> int:
-        """The IVF lists probed per query (at most ``nlist``)."""
-        return min(nlist, self.nprobe or 32)
-
-    def resolved_ef_search(self, candidates: int) -> int:
-        """The HNSW search breadth for ``candidates`` results per query."""
-        return self.ef_search or max(64, 2 * candidates)
-
-    def resolved_nlist(self, n: int) -> int:
-        """The IVF list count for ``n`` rows."""
-        if self.nlist is not None:
-            return max(1, min(self.nlist, n))
-        return max(1, min(int(4 * math.sqrt(n)), n // 39 or 1))
-
-
-#: Rows per IVF list used to train the coarse quantizer (FAISS warns below 39).
-IVF_TRAIN_PER_LIST = 64
-
-
-def ivf_training_sample(data: np.ndarray, nlist: int, seed: int) -> np.ndarray:
-    """The rows an IVF index is trained on: all of them, or ``64 * nlist`` drawn with ``seed``.
-
-    k-means needs a few dozen points per list, not millions; training on a sample
-    keeps the build time of a 1M-row index in seconds rather than minutes.
-    """
-    if len(data) <= IVF_TRAIN_PER_LIST * nlist:
-        return data
-    rows = np.random.default_rng(seed).choice(len(data), IVF_TRAIN_PER_LIST * nlist, replace=False)
-    return data[np.sort(rows)]
-
-
-def _faiss_metric(metric: str) -> int:
-    import faiss
-
-    if metric in _L2_LIKE:
-        return faiss.METRIC_L2
-    if metric in ("cosine", "ip"):
-        return faiss.METRIC_INNER_PRODUCT
-    return faiss.METRIC_L1 if metric == "cityblock" else faiss.METRIC_Linf
-
-
-def _build_faiss_index(prep: _Prepared, params: IndexParams) -> Any:
-    """Build (train, fill, and move to the GPU where possible) the FAISS index over ``prep.db``."""
-    import faiss
-
-    metric = _faiss_metric(prep.metric)
-    db = np.ascontiguousarray(prep.db.cpu().numpy())
-    if params.index == "flat":
-        index = faiss.IndexFlat(prep.dim, metric)
-    elif params.index == "ivf":
-        nlist = params.resolved_nlist(prep.n)
-        quantizer = faiss.IndexFlat(prep.dim, metric)
-        index = faiss.IndexIVFFlat(quantizer, prep.dim, nlist, metric)
-        index.cp.seed = params.seed
-        index.train(ivf_training_sample(db, nlist, params.seed))
-        index.nprobe = params.resolved_nprobe(nlist)
-    else:
-        index = faiss.IndexHNSWFlat(prep.dim, params.hnsw_m, metric)
-        index.hnsw.efConstruction = params.ef_construction
-    if prep.device.type == "cuda" and params.index != "hnsw" and faiss_gpu_available():
-        res = faiss.StandardGpuResources()
-        prep._faiss_res = res  # type: ignore[attr-defined]
-        index = faiss.index_cpu_to_gpu(res, prep.device.index or 0, index)
-    elif prep.device.type == "cuda":
-        log.info("FAISS %s index runs on the CPU (%s)", params.index,
-                 "HNSW has no GPU version" if params.index == "hnsw" else "faiss has no GPU support here")
-    index.add(db)
-    return index
-
-
-def _faiss_to_scores(prep: _Prepared, dist: np.ndarray, q: torch.Tensor) -> torch.Tensor:
-    """FAISS distances -> our score scale (float32)."""
-    scores = torch.from_numpy(dist)
-    if prep.metric in _L2_LIKE:
-        return scores - q.cpu().double().square().sum(1, keepdim=True).float()
-    if prep.metric in ("cosine", "ip"):
-        return -scores
-    return scores
-
-
-def _faiss_candidates(prep: _Prepared, index: Any, params: IndexParams, q: torch.Tensor,
-                      c: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``c`` fp32 candidates from a FAISS index; scores on our scale, missing ones ``inf``/-1."""
-    if params.index == "hnsw":
-        index.hnsw.efSearch = params.resolved_ef_search(c)
-    dist, idx = index.search(np.ascontiguousarray(q.cpu().numpy()), c)
-    scores = _faiss_to_scores(prep, dist, q)
-    idx_t = torch.from_numpy(idx)
-    return scores.masked_fill(idx_t < 0, math.inf), idx_t
-
-
-def _torch_candidates(prep: _Prepared, q: torch.Tensor, c: int, db_block: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _torch_candidates(prep: Prepared, q: torch.Tensor, c: int, db_block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``c`` fp32 candidates, blocking the database when it is large."""
     if prep.device.type == "cpu" and native_available("cpu"):
         return _cpu_candidates(prep, q, c, db_block)
@@ -492,7 +264,7 @@ def _torch_candidates(prep: _Prepared, q: torch.Tensor, c: int, db_block: int) -
     return best_s.cpu(), best_i.cpu()
 
 
-def _cpu_candidates(prep: _Prepared, q: torch.Tensor, c: int, db_block: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _cpu_candidates(prep: Prepared, q: torch.Tensor, c: int, db_block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_torch_candidates` on the CPU: each block's scores go into one reused buffer
     and the native :func:`~graphforge.ops.smallest_k` selects from it in one streaming pass;
     the blocks' selections are merged once at the end (ties keep the lower row)."""
@@ -510,13 +282,13 @@ def _cpu_candidates(prep: _Prepared, q: torch.Tensor, c: int, db_block: int) -> 
     return vals, torch.cat(parts_i, 1).gather(1, pos)
 
 
-def _full_exact(prep: _Prepared, q_cpu: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _full_exact(prep: Prepared, q_cpu: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 search over the whole database for a few queries (the fallback)."""
     out_d, out_i = [], []
     db = prep.cpu
     step = max(1, DEFAULT_BLOCK_ELEMENTS // max(1, 8 * prep.dim))
     for row in q_cpu:
-        parts = [_exact_distances(row.unsqueeze(0), db[s : s + step].unsqueeze(0), prep.metric)[0]
+        parts = [prep.metric.distances(row.unsqueeze(0), db[s : s + step].unsqueeze(0))[0]
                  for s in range(0, prep.n, step)]
         d = torch.cat(parts)
         kth = torch.topk(d, k, largest=False).values.max()
@@ -527,20 +299,20 @@ def _full_exact(prep: _Prepared, q_cpu: torch.Tensor, k: int) -> tuple[torch.Ten
     return torch.stack(out_d), torch.stack(out_i)
 
 
-def pair_distances(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+def pair_distances(a: torch.Tensor, b: torch.Tensor, metric: str | Metric) -> torch.Tensor:
     """Exact float64 distances between the rows of ``a`` and ``b`` pairwise (``[P, D]`` each -> ``[P]``).
 
     Args:
         a, b: Row pairs (same shape).
-        metric: Any metric of this module.
+        metric: Any metric name or alias of :mod:`graphforge.neighbors.metrics`, or a :class:`Metric`.
     """
-    metric = canonical_metric(metric)
+    m = get_metric(metric)
     if a.shape != b.shape:
         raise DataError(f"pair_distances needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
     out = torch.empty(len(a), dtype=torch.float64)
     step = max(1, DEFAULT_BLOCK_ELEMENTS // max(1, 4 * a.shape[1]))
     for s in range(0, len(a), step):
-        out[s : s + step] = _exact_distances(a[s : s + step], b[s : s + step].unsqueeze(1), metric)[:, 0]
+        out[s : s + step] = m.distances(a[s : s + step], b[s : s + step].unsqueeze(1))[:, 0]
     return out
 
 
@@ -576,7 +348,8 @@ class KNNIndex:
         backend: str = "auto",
         index: str | IndexParams = "flat",
     ) -> None:
-        self.metric = canonical_metric(metric)
+        self.metric_info = get_metric(metric)
+        self.metric = self.metric_info.name
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         self.params = index if isinstance(index, IndexParams) else IndexParams(index=index)
@@ -588,7 +361,7 @@ class KNNIndex:
             backend == "auto" and self.device.type == "cuda" and faiss_gpu_available()
         )
         self.backend = "faiss" if self.use_faiss else "torch"
-        self._prep = _Prepared(self.database, self.metric, self.device, gemm=not self.use_faiss)
+        self._prep = Prepared(self.database, self.metric_info, self.device, gemm=not self.use_faiss)
         self._faiss: Any = None
         self._faiss_cpu: Any = None
 
@@ -609,8 +382,8 @@ class KNNIndex:
         """The FAISS index; with ``cpu=True`` a CPU copy of a GPU index (FAISS GPU indexes
         have no range search, and search at most k = 2048 neighbours)."""
         if self._faiss is None:
-            self._faiss = _build_faiss_index(self._prep, self.params)
-        if cpu and getattr(self._prep, "_faiss_res", None) is not None:
+            self._faiss = build_faiss_index(self._prep, self.params)
+        if cpu and self._prep.faiss_resources is not None:
             if self._faiss_cpu is None:
                 import faiss
 
@@ -701,7 +474,7 @@ class KNNIndex:
 
     def _candidates(self, q: torch.Tensor, c: int, db_block: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.use_faiss:
-            return _faiss_candidates(self._prep, self._faiss_index(cpu=c > _FAISS_GPU_MAX_K), self.params, q, c)
+            return faiss_candidates(self._prep, self._faiss_index(cpu=c > FAISS_GPU_MAX_K), self.params, q, c)
         return _torch_candidates(self._prep, q, c, db_block)
 
     def _search_block(
@@ -714,7 +487,7 @@ class KNNIndex:
         if not self.exact:
             # Approximate: re-score what the index found exactly; the set stays approximate.
             found = cand_i >= 0
-            d = _exact_distances(q_cpu, db[cand_i.clamp_min(0)], self.metric).masked_fill(~found, math.inf)
+            d = self.metric_info.distances(q_cpu, db[cand_i.clamp_min(0)]).masked_fill(~found, math.inf)
             d, i = _sort_by_distance_then_index(d, cand_i.masked_fill(~found, n))
             i = i.masked_fill(i == n, -1)
             return d[:, :k].contiguous(), i[:, :k].contiguous(), 0
@@ -732,14 +505,14 @@ class KNNIndex:
         rows = torch.nonzero(sure).squeeze(1)
         if len(rows):
             idx = cand_i[rows, :k]
-            d, i = _sort_by_distance_then_index(_exact_distances(q_cpu[rows], db[idx], self.metric), idx)
+            d, i = _sort_by_distance_then_index(self.metric_info.distances(q_cpu[rows], db[idx]), idx)
             d_k[rows], i_k[rows] = d, i
         rows = torch.nonzero(~sure).squeeze(1)
         fallbacks = 0
         if len(rows):
             # Near-ties: re-rank every candidate exactly, then certify against the outside.
             idx = cand_i[rows]
-            d, i = _sort_by_distance_then_index(_exact_distances(q_cpu[rows], db[idx], self.metric), idx)
+            d, i = _sort_by_distance_then_index(self.metric_info.distances(q_cpu[rows], db[idx]), idx)
             d, i = d[:, :k].contiguous(), i[:, :k].contiguous()
             kth_score = prep.exact_score(d[:, -1:], q_cpu[rows]).squeeze(1)
             bad = torch.nonzero(~(kth_score < outside[rows] - bound[rows])).squeeze(1)
@@ -779,7 +552,7 @@ class KNNIndex:
         batch_size = check_int(batch_size, "batch_size", minimum=1, optional=True)
         m, n = len(qs), len(self)
         empty = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64))
-        if m == 0 or n == 0 or (radius < 0 and self.metric in NONNEGATIVE_METRICS):
+        if m == 0 or n == 0 or (radius < 0 and self.metric_info.nonnegative):
             return empty
         db_block = _db_block(n)
         if batch_size is None:
@@ -789,7 +562,7 @@ class KNNIndex:
             q_cpu = qs[start : start + batch_size]
             qi, ri = self._range_candidates(q_cpu, radius, db_block)
             if len(qi):
-                d = pair_distances(q_cpu[qi], self.database[ri], self.metric)
+                d = pair_distances(q_cpu[qi], self.database[ri], self.metric_info)
                 keep = d <= radius
                 parts.append((qi[keep] + start, ri[keep], d[keep]))
         if not parts:
@@ -807,7 +580,7 @@ class KNNIndex:
         limit = prep.exact_score(r, q_cpu).squeeze(1) + bound
         limit = limit + limit.abs() * 4 * _FP32_EPS  # rounding the limit itself to fp32
         if self.use_faiss:
-            return self._faiss_range_candidates(q, q_cpu, limit)
+            return faiss_range_candidates(prep, self._faiss_index(cpu=True), self.params, q, limit)
         qs, rs = [], []
         limit_f = limit.float().to(prep.device).unsqueeze(1)
         for start in range(0, prep.n, db_block):
@@ -815,26 +588,6 @@ class KNNIndex:
             qs.append(hit[:, 0])
             rs.append(hit[:, 1] + start)
         return torch.cat(qs), torch.cat(rs)
-
-    def _faiss_range_candidates(self, q: torch.Tensor, q_cpu: torch.Tensor,
-                                limit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        prep = self._prep
-        # FAISS takes one radius per call, on its own scale: add back |q|^2 for L2, flip
-        # the sign for inner products; the largest per-query limit keeps every candidate.
-        if prep.metric in _L2_LIKE:
-            faiss_limit = float((limit + q.cpu().double().square().sum(1)).max())
-        elif prep.metric in ("cosine", "ip"):
-            faiss_limit = float((-limit).min())
-        else:
-            faiss_limit = float(limit.max())
-        index = self._faiss_index(cpu=True)
-        if self.params.index == "hnsw":
-            index.hnsw.efSearch = self.params.resolved_ef_search(0)
-        lims, _, idx = index.range_search(np.ascontiguousarray(q.cpu().numpy()),
-                                             np.float32(faiss_limit))
-        counts = torch.from_numpy(np.diff(lims).astype(np.int64))
-        qi = torch.repeat_interleave(torch.arange(len(q_cpu)), counts)
-        return qi, torch.from_numpy(idx.astype(np.int64))
 
 
 def _db_block(n: int) -> int:
@@ -895,18 +648,10 @@ def exact_knn_search(
 
 __all__ = [
     "BACKENDS",
-    "INDEX_TYPES",
-    "METRICS",
-    "NONNEGATIVE_METRICS",
-    "IndexParams",
     "KNNIndex",
+    "Prepared",
     "SearchStats",
-    "as_float_matrix",
-    "canonical_metric",
     "exact_knn_search",
-    "faiss_gpu_available",
-    "ivf_training_sample",
     "knn_recall",
     "pair_distances",
-    "resolve_search_device",
 ]

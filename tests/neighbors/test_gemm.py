@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import graphforge.gemm as gemm
 import graphforge.neighbors as neighbors
+import graphforge.neighbors.gemm as gemm
 from graphforge.errors import ConfigError
 from graphforge.neighbors import KNNIndex, pair_distances
 

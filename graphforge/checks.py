@@ -1,0 +1,73 @@
+"""Checks of single option values, shared by every layer (no engine or plugin code here).
+
+Each returns the value in canonical form or raises :class:`~graphforge.errors.ConfigError`
+with a one-line message naming the option.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from graphforge.errors import ConfigError
+
+__all__ = ["check_device", "check_float", "check_int"]
+
+
+def check_int(value: Any, name: str, *, minimum: int, optional: bool = False) -> int | None:
+    """Return ``value`` as an ``int`` if it is an integer ``>= minimum`` (``None`` when optional).
+
+    NumPy integers are accepted; booleans and floats are not.
+
+    Raises:
+        ConfigError: ``"{name} must be an integer >= {minimum}, got ..."``.
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(
+    value: Any,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    optional: bool = False,
+) -> float | None:
+    """Return ``value`` as a finite ``float`` within the given bounds (``None`` when optional).
+
+    NaN and infinities are always refused: a run must never start with them.
+
+    Raises:
+        ConfigError: Naming the option, the bound and the value.
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
+        raise ConfigError(f"{name} must be {'>' if exclusive_minimum else '>='} {minimum:g}, got {value!r}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{name} must be <= {maximum:g}, got {value!r}")
+    return number
+
+
+def check_device(device: Any) -> str:
+    """Return ``device`` if it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ConfigError: Naming the bad value.
+    """
+    text = str(device)
+    if not isinstance(device, str) or not (text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return text
