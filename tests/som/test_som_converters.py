@@ -83,7 +83,7 @@ def test_features_are_clamped_and_bad_options_are_clear():
     for kwargs, match in [({"rows": 0, "cols": 0}, "rows must be an integer >= 1"),
                           ({"sigma": 0}, "sigma must be a number > 0"), ({"sigma": -1}, "sigma"),
                           ({"features": 0}, "features must be an integer >= 1"),
-                          ({"selection": "pca"}, "selection must be one of variance, norm"),
+                          ({"selection": "pca"}, "selection must be one of decorrelated, residual, between, variance, norm"),
                           ({"epochs": 0}, "SOM epochs"), ({"connectivity": 6}, "connectivity must be 4 or 8"),
                           ({"device": "tpu"}, "device must be")]:
         with pytest.raises(ConfigError, match=match):
@@ -107,7 +107,7 @@ def test_som_select_knn_on_digits_reloads_and_draws(tmp_path, digits):
                        options={"k": 3, "features": 32, "epochs": 10})
     assert r.metrics["test_accuracy"] > 0.9 and r.metrics["val_accuracy"] > 0.9
     m = json.loads((out / "metrics.json").read_text())
-    assert len(m["som_selected_features"]) == 32 and m["som_selection"] == "variance"
+    assert len(m["som_selected_features"]) == 32 and m["som_selection"] == "decorrelated"
     assert 0 < m["som_quantization_error"] and 0 <= m["som_topographic_error"] <= 1
     assert m["som_label_accuracy"] > 0.5
     with open(out / "som_history.csv") as fh:

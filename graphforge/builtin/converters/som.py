@@ -26,16 +26,32 @@ topographic error and label-clustering accuracy of every SOM epoch.
 ``som_select`` (level ``"sample"``) is the feature selection of the original SOM + kNN
 pipeline: after :meth:`SOMSelect.fit` it keeps the ``features`` input features the map
 finds most relevant, and its module returns ``x.flatten(1)[:, selected]``
-(``graphforge run --converter som_select --model knn -o k=3``). Two rules:
+(``graphforge run --converter som_select --model knn -o k=3``). Rules (the scores and
+greedy selections live in :mod:`graphforge.som.select`):
 
+* ``selection="decorrelated"`` (default): greedy; each step keeps the feature with the
+  largest between-class variance of the labelled prototypes (``between``) times
+  ``(1 - r^2)^2``, ``r`` its largest hits-weighted correlation across the prototypes with a
+  feature already kept. Top-``k`` rules spend their budget on a few blobs of neighbouring,
+  nearly identical pixels; this one spreads it over pixels that tell classes apart in
+  different ways.
+* ``selection="residual"``: greedy and unsupervised; pivoted Gram-Schmidt (column-subset
+  selection with a small ridge) on the hits-weighted prototypes: each step keeps the
+  feature with the most prototype variance the kept ones do not explain linearly.
+* ``selection="between"``: top-``k`` of the between-class variance of the prototypes,
+  each neuron counted once per training sample of each class it wins.
 * ``selection="norm"`` (the original's): the L2 norm of each input feature's column of
   the ``[neurons, features]`` weight matrix, with the weights mapped back to the input's
   own scale (pixels in [0, 1], as the original trained on). For images this favours
   pixels where the prototypes carry ink, whether or not they differ between classes.
-* ``selection="variance"`` (default): the variance of each feature's column across the
+* ``selection="variance"``: the variance of each feature's column across the
   neurons (in standardised units). A feature that every prototype has at the same
   value cannot separate anything, however large that value; one whose value changes
   across the map separates the regions of the map, i.e. the clusters it learned.
+
+``decorrelated``, ``residual`` and ``between`` work on the standardised weights, the units
+the kNN measures distances in. Only training labels enter (through each neuron's class
+counts).
 
 Both write ``som_history.csv`` and ``som_map.pt`` (weights, labels, hits) into the run
 directory, merge the final SOM figures into ``metrics.json`` and draw the U-matrix, the
@@ -59,11 +75,14 @@ from graphforge.core.converter import Converter
 from graphforge.core.data import DataSplits, InputSpec
 from graphforge.errors import ConfigError
 from graphforge.hookspecs import hookimpl
+from graphforge.som import select as som_select_rules
 from graphforge.som.som import SelfOrganizingMap
 
 log = logging.getLogger("graphforge")
 
-SELECTIONS = ("variance", "norm")
+SELECTIONS = ("decorrelated", "residual", "between", "variance", "norm")
+#: Rules that pick features one at a time (the others rank a score and keep the top ``k``).
+GREEDY_SELECTIONS = ("decorrelated", "residual")
 _HISTORY_COLUMNS = ("epoch", "sigma", "lr", "quantization_error", "topographic_error", "label_accuracy")
 
 
@@ -152,14 +171,33 @@ class _SOMConverter(Converter):
         return mean, std
 
     def relevance(self, selection: str = "variance") -> Tensor:
-        """Relevance of each input feature from the trained weights ``[D]`` (see the module docstring)."""
+        """Relevance of each input feature from the trained weights ``[D]`` (see the module docstring).
+
+        The greedy rules rank by a score too: ``decorrelated`` by ``between`` (before the
+        redundancy discount), ``residual`` by the hits-weighted variance (its first step).
+        """
         som = self._fitted()
         w = som.weights
         assert w is not None
         if selection == "norm":
             mean, std = self._feature_scale()
             return (w * std.to(w.device) + mean.to(w.device)).norm(dim=0).cpu()
+        if selection in ("between", "decorrelated"):
+            return som_select_rules.between_class_variance(w, self._hits, self._label_counts).float()
+        if selection == "residual":
+            return som_select_rules.hits_weighted_variance(w, self._hits).float()
         return w.var(dim=0, unbiased=False).cpu()
+
+    def select(self, selection: str, k: int) -> Tensor:
+        """The ``k`` features ``selection`` keeps, most relevant (or first picked) first ``[k]``."""
+        som = self._fitted()
+        w = som.weights
+        assert w is not None
+        if selection == "decorrelated":
+            return som_select_rules.greedy_decorrelated(self.relevance(selection), w, self._hits, k)
+        if selection == "residual":
+            return som_select_rules.greedy_residual(w, self._hits, k)
+        return self.relevance(selection).topk(k).indices
 
     def _fitted(self) -> SelfOrganizingMap:
         if self._som is None:
@@ -319,9 +357,12 @@ class SOMSelect(_SOMConverter):
 
     Args:
         features (int, optional): Input features to keep (clamped to the input's size). (default: ``100``)
-        selection (str, optional): ``"variance"`` (variance of each feature across the
-            neurons) or ``"norm"`` (the original's rule: norm of each feature's weight
-            column). (default: ``"variance"``)
+        selection (str, optional): ``"decorrelated"`` (greedy: between-class variance of
+            the labelled prototypes, discounted by the squared correlation with the features
+            already kept), ``"residual"`` (greedy, unsupervised: the most prototype variance
+            the kept features do not explain), ``"between"`` (top between-class variance),
+            ``"variance"`` (variance of each feature across the neurons) or ``"norm"`` (the
+            original's rule: norm of each feature's weight column). (default: ``"decorrelated"``)
         rows (int, optional): Rows of neurons. (default: ``10``)
         cols (int, optional): Columns of neurons. (default: ``10``)
         topology (str, optional): ``"rect"`` or ``"hex"``. (default: ``"rect"``)
@@ -344,7 +385,7 @@ class SOMSelect(_SOMConverter):
     name = "som_select"
     level = "sample"
 
-    def __init__(self, features: int = 100, selection: str = "variance", rows: int = 10, cols: int = 10,
+    def __init__(self, features: int = 100, selection: str = "decorrelated", rows: int = 10, cols: int = 10,
                  topology: str = "rect", neighborhood: str = "gaussian", sigma: float | None = None, lr: float = 0.5,
                  decay: str = "exponential", mode: str = "batch", init: str = "pca", epochs: int = 20,
                  batch_size: int = 256, connectivity: int = 4, seed: int = 0, device: str = "auto") -> None:
@@ -369,8 +410,7 @@ class SOMSelect(_SOMConverter):
         """Train the map on ``data.train`` and select the most relevant features."""
         self._train(data)
         k = self._num_kept(data.spec)
-        scores = self.relevance(self.selection)
-        self._selected = scores.topk(k).indices.sort().values
+        self._selected = self.select(self.selection, k).sort().values
         log.info("%s: kept %d of %d features by %s", self.registry_name(), k, data.spec.num_features, self.selection)
 
     def build(self, spec: InputSpec) -> nn.Module:
