@@ -151,5 +151,5 @@ def test_cli_runs_the_original_pipeline(tmp_path):
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout.strip().splitlines()[-1])
     assert metrics["som_selection"] == "norm" and len(metrics["som_selected_features"]) == 24
-    assert metrics["som_epochs"] == 4 and metrics["som_grid"] == "6x10 rect"
+    assert metrics["som_epochs"] == 4 and metrics["som_grid"] == "6x20 rect"
     assert metrics["test_accuracy"] > 0.85

@@ -363,8 +363,10 @@ class SOMSelect(_SOMConverter):
             the kept features do not explain), ``"between"`` (top between-class variance),
             ``"variance"`` (variance of each feature across the neurons) or ``"norm"`` (the
             original's rule: norm of each feature's weight column). (default: ``"decorrelated"``)
-        rows (int, optional): Rows of neurons. (default: ``10``)
-        cols (int, optional): Columns of neurons. (default: ``10``)
+        rows (int, optional): Rows of neurons. (default: ``20``; ``som``'s is 10: on MNIST a
+            20x20 map gives the greedy rules ~0.4 points more validation accuracy than a 10x10
+            one, in about the same time)
+        cols (int, optional): Columns of neurons. (default: ``20``)
         topology (str, optional): ``"rect"`` or ``"hex"``. (default: ``"rect"``)
         neighborhood (str, optional): ``"gaussian"``, ``"bubble"`` or ``"mexican_hat"``. (default: ``"gaussian"``)
         sigma (float, optional): Start radius in grid steps. (default: ``max(rows, cols) / 2``)
@@ -385,7 +387,7 @@ class SOMSelect(_SOMConverter):
     name = "som_select"
     level = "sample"
 
-    def __init__(self, features: int = 100, selection: str = "decorrelated", rows: int = 10, cols: int = 10,
+    def __init__(self, features: int = 100, selection: str = "decorrelated", rows: int = 20, cols: int = 20,
                  topology: str = "rect", neighborhood: str = "gaussian", sigma: float | None = None, lr: float = 0.5,
                  decay: str = "exponential", mode: str = "batch", init: str = "pca", epochs: int = 20,
                  batch_size: int = 256, connectivity: int = 4, seed: int = 0, device: str = "auto") -> None:
