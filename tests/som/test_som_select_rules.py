@@ -1,6 +1,5 @@
 """SOM feature-selection rules (:mod:`graphforge.som.select`) and their use in ``som_select``."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +12,6 @@ from graphforge.som.select import (
     greedy_residual,
     hits_weighted_variance,
 )
-
-MNIST_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _toy_map():
@@ -116,9 +113,11 @@ def test_decorrelated_is_the_default_and_differs_from_plain_ranking(digits):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (MNIST_ROOT / "MNIST").is_dir(), reason="real MNIST (../shared/data) not present")
 def test_decorrelated_beats_the_original_on_real_mnist(tmp_path):
     import graphforge
+    from tests.real_data import real_data
+
+    MNIST_ROOT = real_data("MNIST")
 
     r = graphforge.run("som_select", "knn", dataset="mnist", data_root=str(MNIST_ROOT), seed=0,
                        out=str(tmp_path / "mnist"), options={"k": 3, "features": 100}, plots=False)

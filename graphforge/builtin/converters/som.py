@@ -99,12 +99,13 @@ class _SOMConverter(Converter):
 
     def _init_som(self, rows: int, cols: int, topology: str, neighborhood: str, sigma: float | None, lr: float,
                   decay: str, mode: str, init: str, epochs: int, batch_size: int, connectivity: int, seed: int,
-                  device: str) -> None:
+                  device: str, metric: str) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"epochs (SOM epochs) must be an integer >= 1, got {epochs!r}")
         self.rows, self.cols, self.topology, self.neighborhood = rows, cols, topology, neighborhood
         self.sigma, self.lr, self.decay, self.mode, self.init = sigma, lr, decay, mode, init
         self.epochs, self.batch_size, self.connectivity, self.seed = epochs, batch_size, connectivity, seed
+        self.metric = metric
         self.device = _check_device(device)
         self._make_som(torch.device("cpu"))  # validates every SOM option now, before any data is loaded
         self._som: SelfOrganizingMap | None = None
@@ -114,7 +115,7 @@ class _SOMConverter(Converter):
         return SelfOrganizingMap(
             self.rows, self.cols, topology=self.topology, neighborhood=self.neighborhood, sigma=self.sigma,
             lr=self.lr, decay=self.decay, mode=self.mode, init=self.init, batch_size=self.batch_size,
-            connectivity=self.connectivity, seed=self.seed, device=device)
+            connectivity=self.connectivity, metric=self.metric, seed=self.seed, device=device)
 
     # --- training ----------------------------------------------------------------------------
     def _train(self, data: DataSplits) -> Tensor:
@@ -280,6 +281,9 @@ class SOM(_SOMConverter):
         epochs (int, optional): SOM epochs (separate from the GNN's ``--epochs``). (default: ``20``)
         batch_size (int, optional): Samples per online update. (default: ``256``)
         connectivity (int, optional): 4 or 8 grid neighbours (rectangular grids). (default: ``4``)
+        metric (str, optional): Distance that picks each sample's best-matching neuron (any
+            metric of :mod:`graphforge.neighbors.metrics`: ``euclidean``, ``cosine``,
+            ``cityblock``, ``linf``, ...). (default: ``"euclidean"``)
         seed (int, optional): Seed of the SOM. (default: ``0``)
         device (str, optional): ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the SOM. (default: ``"auto"``)
     """
@@ -290,9 +294,9 @@ class SOM(_SOMConverter):
     def __init__(self, rows: int = 10, cols: int = 10, topology: str = "rect", neighborhood: str = "gaussian",
                  sigma: float | None = None, lr: float = 0.5, decay: str = "exponential", mode: str = "batch",
                  init: str = "pca", epochs: int = 20, batch_size: int = 256, connectivity: int = 4, seed: int = 0,
-                 device: str = "auto") -> None:
+                 device: str = "auto", metric: str = "euclidean") -> None:
         self._init_som(rows, cols, topology, neighborhood, sigma, lr, decay, mode, init, epochs, batch_size,
-                       connectivity, seed, device)
+                       connectivity, seed, device, metric)
 
     def output_spec(self, spec: InputSpec) -> InputSpec:
         """One graph over the neurons, whose features are the flattened input's."""
@@ -377,6 +381,9 @@ class SOMSelect(_SOMConverter):
         epochs (int, optional): SOM epochs. (default: ``20``)
         batch_size (int, optional): Samples per online update. (default: ``256``)
         connectivity (int, optional): 4 or 8 grid neighbours (rectangular grids). (default: ``4``)
+        metric (str, optional): Distance that picks each sample's best-matching neuron (any
+            metric of :mod:`graphforge.neighbors.metrics`: ``euclidean``, ``cosine``,
+            ``cityblock``, ``linf``, ...). (default: ``"euclidean"``)
         seed (int, optional): Seed of the SOM. (default: ``0``)
         device (str, optional): ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the SOM. (default: ``"auto"``)
 
@@ -390,7 +397,8 @@ class SOMSelect(_SOMConverter):
     def __init__(self, features: int = 100, selection: str = "decorrelated", rows: int = 20, cols: int = 20,
                  topology: str = "rect", neighborhood: str = "gaussian", sigma: float | None = None, lr: float = 0.5,
                  decay: str = "exponential", mode: str = "batch", init: str = "pca", epochs: int = 20,
-                 batch_size: int = 256, connectivity: int = 4, seed: int = 0, device: str = "auto") -> None:
+                 batch_size: int = 256, connectivity: int = 4, seed: int = 0, device: str = "auto",
+                 metric: str = "euclidean") -> None:
         if isinstance(features, bool) or not isinstance(features, int) or features < 1:
             raise ConfigError(f"features must be an integer >= 1, got {features!r}")
         if selection not in SELECTIONS:
@@ -398,7 +406,7 @@ class SOMSelect(_SOMConverter):
         self.features = features
         self.selection = selection
         self._init_som(rows, cols, topology, neighborhood, sigma, lr, decay, mode, init, epochs, batch_size,
-                       connectivity, seed, device)
+                       connectivity, seed, device, metric)
         self._selected: Tensor | None = None
 
     def _num_kept(self, spec: InputSpec) -> int:
