@@ -11,6 +11,7 @@ from torch import nn
 
 from graphforge.config import RunConfig
 from graphforge.core.converter import Converter
+from graphforge.core.data import InputSpec
 from graphforge.core.dataset import Dataset
 from graphforge.core.embedder import Embedder
 from graphforge.core.model import GraphFitModel, Model
@@ -137,12 +138,14 @@ class TrainedRun:
             as ``label_prop`` answer ``model.predict_proba()`` with the fitted graph's node
             probabilities).
         class_names: Class names in label order.
+        spec: The samples the run was trained on (kind and shape of one sample).
     """
 
     config: RunConfig
     net: nn.Module | None
     model: Model
     class_names: list[str]
+    spec: InputSpec | None = None
     _prefix: nn.Module | None = None
     _transductive: bool = False
     _family: ModelFamily | None = None
@@ -190,5 +193,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         raise DataError(f"{rundir.file(BEST_CHECKPOINT)} holds a {ckpt['family']} model, but model "
                         f"{config.model!r} is a {family.name} model")
     net, prefix = family.restore(plan, ckpt["meta"], ckpt["state"])
-    return TrainedRun(config, net, plan.model, list(ckpt["meta"]["class_names"]), prefix,
+    meta = ckpt["meta"]
+    spec = InputSpec(meta["spec"]["kind"], tuple(meta["spec"]["shape"]))
+    return TrainedRun(config, net, plan.model, list(meta["class_names"]), spec, prefix,
                       _transductive=family.transductive(plan), _family=family)

@@ -43,6 +43,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "graphforge.builtin.models.label_prop",
     "graphforge.builtin.embedders.pixels",
     "graphforge.builtin.embedders.backbones",
+    "graphforge.builtin.embedders.trained",
     "graphforge.builtin.commands.bench",
     "graphforge.builtin.commands.similarity",
 )

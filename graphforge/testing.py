@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -286,10 +287,18 @@ def check_embedder(entry: Entry) -> None:
     The embedder is built with its class's ``contract_options`` (e.g. ``weights="random"``
     and a small ``image_size`` for CNN backbones, whose ``weights`` has no default).
     """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="graphforge-contract-") as workdir:
+        _check_embedder(entry, Path(workdir))
+
+
+def _check_embedder(entry: Entry, workdir: Path) -> None:
     label = f"embedder {entry.name!r}"
     assert entry.name and entry.name == entry.name.strip(), f"bad name {entry.name!r}"
     assert entry.describe(), f"{label} has no description (pass one to register or add a docstring)"
-    options = dict(getattr(entry.factory, "contract_options", {}) or {})
+    setup = getattr(entry.factory, "contract_setup", None)
+    options = dict(setup(workdir) if setup is not None else getattr(entry.factory, "contract_options", {}) or {})
     required = [k for k, v in entry.options().items() if v is inspect.Parameter.empty and k not in options]
     assert not required, f"{label} has required options {required}; give them defaults or contract_options"
     emb = entry.create(**options)

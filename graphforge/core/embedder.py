@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -36,6 +37,13 @@ class Embedder:
 
     #: Bump when a change of the code changes the vectors, so old cache files are not reused.
     cache_version: ClassVar[int] = 1
+
+    @classmethod
+    def contract_setup(cls, workdir: Path) -> dict[str, Any]:
+        """Options for :mod:`graphforge.testing`'s contract check, which may first create
+        files in the empty ``workdir`` (e.g. a trained run to embed with). The default
+        returns :attr:`contract_options`."""
+        return dict(cls.contract_options)
 
     def check_input(self, spec: InputSpec) -> None:
         """Raise :class:`ConfigError` if this embedder cannot take ``spec``."""

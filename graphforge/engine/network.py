@@ -19,7 +19,8 @@ class Normalizer(nn.Module):
     Args:
         mean: Per-channel or per-feature mean.
         std: Matching standard deviation (zeros are replaced by 1).
-        scale: Factor applied to the raw values before standardising.
+        scale: 1/255 when the training split was uint8 (kept for the record: every uint8
+            input is scaled by 1/255, float input is taken as it is).
         enabled: If ``False`` only the cast and scale happen.
     """
 
@@ -67,7 +68,10 @@ class Normalizer(nn.Module):
         return cls(torch.zeros(shape), torch.ones(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() * self.scale
+        # uint8 samples are 0..255 and float ones already scaled (the datasets' convention),
+        # whichever of the two the training split was: a run trained on uint8 images
+        # predicts float [0, 1] images alike, and the other way round.
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if self.enabled:
             x = (x - self.mean) / self.std
         return x

@@ -359,3 +359,32 @@ def test_docs_example_embedder_passes_the_contract(plugin_registered):
     check_registered("embedder", "colour-histogram")
     out = graphforge.get_embedder("colour-histogram", bins=4).embed(torch.zeros(2, 3, 5, 5), CPU, 8)
     assert out.shape == (2, 12) and torch.equal(out[:, 0], torch.ones(2))
+
+
+def test_trained_embedder_gives_a_runs_penultimate_features(tmp_path):
+    """``-o embedder=trained``: a similarity graph over the features a cnn learnt."""
+    import graphforge
+    from graphforge.builtin.embedders.trained import Trained
+
+    cnn = graphforge.run("none", "cnn", "digits", epochs=2, out=str(tmp_path / "cnn"), plots=False)
+    emb = Trained(run=str(cnn.run_dir))
+    data = graphforge.get_dataset("digits").load(root=None, download=False, seed=0)
+    out = emb.embed(data.test.x, torch.device("cpu"), 64)
+    assert out.shape == (len(data.test), emb.output_dim(data.spec)) and out.dtype == torch.float32
+    assert torch.allclose(emb.embed(data.test.x.float() / 255 if data.test.x.dtype == torch.uint8
+                                    else data.test.x, torch.device("cpu"), 7), out, atol=1e-5)
+    key = emb.cache_key()
+    assert len(key["checkpoint_sha256"]) == 64
+    graph = graphforge.run("similarity", "label_prop", "digits", out=str(tmp_path / "graph"), plots=False,
+                           options={"embedder": "trained", "embedder_options": {"run": str(cnn.run_dir)}})
+    assert graph.metrics["test_accuracy"] > 0.8
+
+
+def test_trained_embedder_errors(tmp_path):
+    from graphforge.builtin.embedders.trained import Trained
+    from graphforge.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match="needs the run directory"):
+        Trained()
+    with pytest.raises(DataError):
+        Trained(run=str(tmp_path / "missing")).cache_key()
