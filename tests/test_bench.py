@@ -61,3 +61,57 @@ def test_bench_similarity_times_both_sides(runner, index):
         assert 0.5 < figures["recall"] <= 1.0
     res = runner.invoke(cli, ["bench", "similarity", "-n", "10", "-k", "10"])
     assert res.exit_code == 2 and "smaller than the number of nodes" in res.output
+
+
+def test_bench_results_summary_and_resume_record(tmp_path):
+    """The record and summary of ``bench results`` (no data needed): mean/std/median per cell,
+    the k sweep's own run hidden behind its k rows, a torn last line dropped, commands with DATA."""
+    from graphforge.bench.results import Cell, RunsFile, command_line, summarize, write_summary
+
+    cell = Cell("fashion-10k", "cnn", "none", "cnn", "fashion-mnist", {"channels": [8, 16]}, {"limit_train": 100})
+    command = command_line(cell, 2, "/somewhere/data", cell.settings)
+    assert command == ("graphforge run --dataset fashion-mnist --converter none --model cnn --data-root DATA "
+                       "--limit-train 100 -o 'channels=[8,16]' --seed 2")
+    runs = RunsFile(tmp_path / "runs.csv")
+    for seed, val, test in ((0, 0.8, 0.7), (1, 0.9, 0.8), (2, 1.0, 0.9)):
+        runs.append({"group": "g", "cell": "cnn", "seed": seed, "status": "ok", "val_accuracy": val,
+                     "test_accuracy": test, "wall_seconds": 2.0, "command": f"x --seed {seed}"})
+    runs.append({"group": "g", "cell": "knn", "seed": 0, "status": "ok", "val_accuracy": 1, "test_accuracy": 1,
+                 "command": "k --seed 0"})
+    runs.append({"group": "g", "cell": "knn k=1", "seed": 0, "status": "ok", "val_accuracy": 0.5,
+                 "test_accuracy": 0.6, "sklearn_test_accuracy": 0.6, "command": "k --seed 0"})
+    runs.append({"group": "g", "cell": "bad", "seed": 0, "status": "failed", "error": "boom", "command": "b"})
+    with runs.path.open("a") as f:
+        f.write("g,cnn,3,ok,0.1")  # a run killed while writing its row
+    rows = runs.load()
+    assert len(rows) == 6
+    summary = summarize(rows)
+    assert [s["cell"] for s in summary] == ["cnn", "knn k=1"]
+    cnn = summary[0]
+    assert cnn["seeds"] == 3 and cnn["test_median"] == pytest.approx(0.8)
+    assert cnn["test_mean"] == pytest.approx(0.8) and cnn["val_std"] == pytest.approx(0.0816497, rel=1e-5)
+    assert cnn["command"] == "x --seed S"
+    files = write_summary(tmp_path, summary, "header")
+    table = files[-1].read_text()
+    assert "| cnn | 3 | 0.9000 ± 0.0816 | 0.8000 ± 0.0816 | 0.8000 |  | 2 | `x --seed S` |" in table
+    assert "| knn k=1 | 1 | 0.5000 ± 0.0000 | 0.6000 ± 0.0000 | 0.6000 | 0.6000 |" in table
+
+
+def test_bench_results_quick_on_real_mnist(runner, tmp_path):
+    """A real smoke run of ``bench results --quick`` on the MNIST group, then a resume that reruns nothing."""
+    from tests.real_data import real_data
+
+    root = real_data("MNIST")
+    out = tmp_path / "results"
+    args = ["bench", "results", "--data-root", str(root), "--out", str(out), "--quick", "--seeds", "0",
+            "--group", "mnist-som"]
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "## mnist-som" in first.output and "som_select (decorrelated)" in first.output
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    assert all(0.5 < float(r["test_accuracy"]) <= 1 for r in rows)
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0 and len(list(csv.DictReader((out / "runs.csv").open()))) == 3
+    bad = runner.invoke(cli, ["bench", "results", "--data-root", str(tmp_path), "--group", "mnist-som"])
+    assert bad.exit_code == 1 and "has no MNIST folder" in bad.output

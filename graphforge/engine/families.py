@@ -32,7 +32,7 @@ from graphforge.engine.checkpoint import make_checkpoint
 from graphforge.engine.metrics import accuracy
 from graphforge.engine.network import GraphforgeNet, Normalizer
 from graphforge.engine.rundir import BEST_CHECKPOINT, RunDirectory
-from graphforge.engine.tasks import iterate_batches
+from graphforge.engine.tasks import iterate_batches, split_metrics
 from graphforge.errors import ConfigError, GraphforgeError
 
 if TYPE_CHECKING:
@@ -183,7 +183,11 @@ class GradientFamily(ModelFamily):
         start = time.perf_counter()
         state = trainer.fit()
         history = state.history
-        results = {s: evaluate_split(task, s) for s in ("val", "test")}
+        results, measured = {}, {}
+        for split in ("val", "test"):
+            split_metrics(net)  # forget what the modules counted before this split
+            results[split] = evaluate_split(task, split)
+            measured.update({f"{split}_{key}": value for key, value in split_metrics(net).items()})
         extra = {
             "train_seconds": sum(h.get("seconds", 0.0) for h in history),
             "session_seconds": time.perf_counter() - start,
@@ -192,6 +196,7 @@ class GradientFamily(ModelFamily):
             "best_epoch": state.best_epoch,
             "stopped_early": state.stopped_early,
             "num_parameters": sum(p.numel() for p in net.parameters()),
+            **measured,
         }
         return results, history, extra
 

@@ -66,6 +66,18 @@ def epoch_metrics(net: nn.Module) -> dict[str, Any]:
     return out
 
 
+def split_metrics(net: nn.Module) -> dict[str, Any]:
+    """Merge the ``graphforge_split_metrics()`` of every submodule that has one: what each
+    module measured while predicting since the last call (e.g. ``dyn_knn``'s per-image k on
+    the test set). Calling it also resets those counters."""
+    out: dict[str, Any] = {}
+    for module in net.modules():
+        fn = getattr(module, "graphforge_split_metrics", None)
+        if fn is not None:
+            out.update(fn() or {})
+    return out
+
+
 def iterate_batches(
     n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
 ) -> Iterator[torch.Tensor]:

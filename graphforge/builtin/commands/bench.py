@@ -26,6 +26,16 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return items
 
 
+def _seed_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        items = tuple(dict.fromkeys(int(v) for v in value.split(",") if v.strip()))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not items or any(v < 0 for v in items):
+        raise click.BadParameter(f"expected seeds >= 0, got {value!r}")
+    return items
+
+
 @click.group()
 def bench() -> None:
     """Benchmarks of graphforge's kernels against the usual alternatives."""
@@ -148,3 +158,32 @@ _attach_commands()
 def register_commands(cli: Any) -> None:
     """Add ``graphforge bench`` (with ``bench knn``)."""
     cli.add_command(bench)
+
+
+@bench.command("results")
+@click.option("--data-root", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder holding FashionMNIST/raw and MNIST/raw (torchvision's layout).")
+@click.option("--out", default="bench-results", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder: runs.csv (resumable), summary.csv, results.md.")
+@click.option("--group", "groups", multiple=True, help="Experiment group (repeatable): fashion-10k, "
+              "fashion-full, mnist-som, fashion-similarity; all by default.")
+@click.option("--seeds", default="0,1,2", show_default=True, callback=_seed_list, help="Comma-separated seeds.")
+@click.option("--quick", is_flag=True, help="Small subsets and few epochs: a smoke run in minutes, not a result.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--keep-runs", is_flag=True, help="Keep every run directory (with plots) under OUT/runs.")
+def bench_results(data_root: str, out: str, groups: tuple[str, ...], seeds: tuple[int, ...], quick: bool,
+                  device: str, keep_runs: bool) -> None:
+    """Rerun every seed experiment on real Fashion-MNIST and MNIST into one table.
+
+    Each cell runs once per seed through the same path as `graphforge run` and is recorded
+    in OUT/runs.csv as it finishes, so an interrupted benchmark resumes where it stopped.
+    OUT/results.md gives mean +- std over the seeds, the median test accuracy, the wall time
+    and the exact command of every cell. See docs/results.md.
+    """
+    from graphforge.bench.results import GROUPS, run_results
+
+    summary, files = run_results(out, data_root, groups=groups or GROUPS, seeds=seeds, quick=quick, device=device,
+                                 keep_runs=keep_runs)
+    click.echo((files[-1]).read_text(encoding="utf-8"))
+    for f in files:
+        click.echo(f"wrote {f}", err=True)

@@ -107,6 +107,7 @@ class DynamicKNNGraph(nn.Module):
         self._k_counts: Counter[int] = Counter()
         self._k_sum = 0.0
         self._k_n = 0
+        self._eval_k: list[Tensor] = []
 
     def predict_k(self, fmap: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(k_continuous [B], k_hard [B])`` for a feature map."""
@@ -145,6 +146,8 @@ class DynamicKNNGraph(nn.Module):
             self._k_counts.update(k_hard.tolist())
             self._k_sum += float(k_cont.detach().sum())
             self._k_n += b
+        else:
+            self._eval_k.append(k_hard.detach().cpu())
         self._aux = self.k_penalty * (k_cont / self.k_max).mean() if (self.k_penalty and self.learn_k) else None
         batch = torch.arange(b, device=x.device).repeat_interleave(n)
         ptr = torch.arange(b + 1, device=x.device) * n
@@ -155,6 +158,20 @@ class DynamicKNNGraph(nn.Module):
         """The optional penalty on the expected k (see :class:`DynKNN`)."""
         aux, self._aux = self._aux, None
         return aux
+
+    def graphforge_split_metrics(self) -> dict[str, Any]:
+        """The k of every image predicted since the last call: histogram, mean and std."""
+        ks, self._eval_k = self._eval_k, []
+        if not ks:
+            return {}
+        k = torch.cat(ks).double()
+        counts = torch.bincount(k.long(), minlength=self.k_max + 1)
+        return {
+            "mean_k": float(k.mean()),
+            "k_std": float(k.std(unbiased=False)),
+            "k_hist": {str(v): int(counts[v]) for v in range(self.k_min if self.learn_k else self.k, self.k_max + 1)
+                       if counts[v] or self.learn_k},
+        }
 
     def graphforge_epoch_metrics(self) -> dict[str, Any]:
         """Mean k and the histogram of predicted k over the epoch's training images."""
