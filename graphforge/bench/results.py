@@ -192,6 +192,7 @@ class Bench:
     device: str = "auto"
     quick: bool = False
     keep_runs: bool = False
+    only: tuple[str, ...] = ()
     done: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -220,6 +221,8 @@ class Bench:
 
         import graphforge
 
+        if self.only and not any(cell.name.lower().startswith(p.lower()) for p in self.only):
+            return None
         run_dir = run_dir or self.run_dir(cell.group, cell.name, seed)
         if _key(cell.group, cell.name, seed) in self.done:
             if not keep or (run_dir / "checkpoint.pt").is_file():
@@ -425,7 +428,7 @@ def machine_header() -> str:
 
 def run_results(out: str | Path, data_root: str | Path, *, groups: Sequence[str] = GROUPS,
                 seeds: Sequence[int] = (0, 1, 2), quick: bool = False, device: str = "auto",
-                keep_runs: bool = False) -> tuple[list[dict[str, Any]], list[Path]]:
+                keep_runs: bool = False, only: Sequence[str] = ()) -> tuple[list[dict[str, Any]], list[Path]]:
     """Run (or resume) the results benchmark into ``out``.
 
     Args:
@@ -436,6 +439,8 @@ def run_results(out: str | Path, data_root: str | Path, *, groups: Sequence[str]
         quick: Small subsets and few epochs: a smoke run in minutes, not a result.
         device: ``auto``, ``cpu`` or ``cuda``.
         keep_runs: Keep every run directory (with plots) under ``out/runs``.
+        only: Run only the cells whose name starts with one of these (case-insensitive); the
+            table still shows every cell already in ``runs.csv``.
 
     Returns:
         ``(summary rows, files written)``.
@@ -455,7 +460,7 @@ def run_results(out: str | Path, data_root: str | Path, *, groups: Sequence[str]
     missing = sorted({needs[g] for g in groups if not (root / needs[g]).is_dir()})
     if missing:
         raise DataError(f"{root} has no {' or '.join(missing)} folder (torchvision's layout: {missing[0]}/raw/...)")
-    bench = Bench(Path(out), str(root), [int(s) for s in dict.fromkeys(seeds)], device, quick, keep_runs)
+    bench = Bench(Path(out), str(root), [int(s) for s in dict.fromkeys(seeds)], device, quick, keep_runs, tuple(only))
     run_fixed_cells(bench, cells_for([g for g in GROUPS if g in groups], quick))
     if "fashion-similarity" in groups:
         run_similarity(bench)

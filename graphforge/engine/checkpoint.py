@@ -7,6 +7,11 @@ Every checkpoint is a dict::
      "state": {...},     # the family's weights (see graphforge.engine.families)
      "epoch": int}       # the epoch the weights are from (1 for fitted models)
 
+Checkpoints hold only tensors and plain data (dicts, lists, numbers, strings), and are read
+with ``torch.load(..., weights_only=True)`` (:func:`safe_load`): a run directory received
+from someone else cannot run code when it is loaded. A file that the safe load refuses is a
+one-line error; graphforge never falls back to unpickling it.
+
 ``last.pt`` of a gradient run adds ``"training"``: optimiser, schedule, early-stopping
 state and random-number streams, for an exact ``--resume``. Checkpoints written before
 this layout (format 1: ``{"net": ...}``, ``{"fit_state": ...}``, ``{"graph_fit_state": ...}``
@@ -15,14 +20,53 @@ next to the meta keys) are still read.
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from graphforge.errors import DataError
 
 CHECKPOINT_FORMAT = 2
 FAMILIES: tuple[str, ...] = ("gradient", "fit", "graph_fit")
 _META_KEYS = ("config", "spec", "out_spec", "num_classes", "class_names", "graphforge_version")
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What numpy arrays in checkpoints of graphforge < 0.2 (the pickled RNG state) need:
+    array reconstruction and dtypes, nothing that can run code."""
+    import numpy as np
+
+    multiarray = getattr(np, "_core", None) or np.core
+    dtypes = [type(np.dtype(t)) for t in ("uint32", "int64", "float64", "float32", "uint8", "bool")]
+    return [multiarray.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+def safe_load(path: str | Path) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only.
+
+    Raises:
+        DataError: If the file is unreadable, truncated, or references anything else (a
+            pickled object, a function): it is refused, never unpickled.
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found or "Unsupported" in text:
+            what = f" ({found.group(1)})" if found else ""
+            raise DataError(f"refusing to load {path}: it holds a Python object{what} besides tensors and plain "
+                            "data, which could run code when unpickled; graphforge checkpoints never do, so the "
+                            "file is damaged or not from graphforge") from None
+        raise DataError(f"cannot read checkpoint {path}: {' '.join(text.splitlines()[0].split())}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        reason = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
+        raise DataError(f"cannot read checkpoint {path}: {reason}") from None
 
 
 def make_checkpoint(family: str, meta: dict[str, Any], state: dict[str, Any], *, epoch: int = 1,

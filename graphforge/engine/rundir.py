@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from graphforge.errors import ConfigError, DataError
@@ -143,15 +142,14 @@ class RunDirectory:
         return read_checkpoint(self.load(name), self.file(name))
 
     def load(self, name: str) -> Any:
-        """Load a checkpoint file.
+        """Load a checkpoint file safely (see :func:`graphforge.engine.checkpoint.safe_load`).
 
         Raises:
-            DataError: If it is missing or unreadable.
+            DataError: If it is missing, unreadable, or holds anything but tensors and plain data.
         """
+        from graphforge.engine.checkpoint import safe_load
+
         f = self.file(name)
         if not f.is_file():
             raise DataError(f"{f} is missing; the run has no checkpoint to load")
-        try:
-            return torch.load(f, map_location="cpu", weights_only=False)
-        except Exception as exc:  # corrupt or truncated file
-            raise DataError(f"cannot read checkpoint {f}: {exc}") from None
+        return safe_load(f)

@@ -171,8 +171,9 @@ def register_commands(cli: Any) -> None:
 @click.option("--quick", is_flag=True, help="Small subsets and few epochs: a smoke run in minutes, not a result.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--keep-runs", is_flag=True, help="Keep every run directory (with plots) under OUT/runs.")
+@click.option("--only", "only", multiple=True, help="Run only cells whose name starts with this (repeatable), e.g. knn.")
 def bench_results(data_root: str, out: str, groups: tuple[str, ...], seeds: tuple[int, ...], quick: bool,
-                  device: str, keep_runs: bool) -> None:
+                  device: str, keep_runs: bool, only: tuple[str, ...]) -> None:
     """Rerun every seed experiment on real Fashion-MNIST and MNIST into one table.
 
     Each cell runs once per seed through the same path as `graphforge run` and is recorded
@@ -183,7 +184,7 @@ def bench_results(data_root: str, out: str, groups: tuple[str, ...], seeds: tupl
     from graphforge.bench.results import GROUPS, run_results
 
     summary, files = run_results(out, data_root, groups=groups or GROUPS, seeds=seeds, quick=quick, device=device,
-                                 keep_runs=keep_runs)
+                                 keep_runs=keep_runs, only=only)
     click.echo((files[-1]).read_text(encoding="utf-8"))
     for f in files:
         click.echo(f"wrote {f}", err=True)
