@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from graphforge.checks import check_int
 from graphforge.config import RunConfig
 from graphforge.core.converter import Converter
 from graphforge.core.data import InputSpec
@@ -122,7 +124,8 @@ def run(
         0.97...
     """
     config = RunConfig.from_dict(
-        {"converter": converter, "model": model, "dataset": dataset, "options": dict(options or {}), **settings}
+        {"converter": converter, "model": model, "dataset": dataset,
+         "options": dict(options) if isinstance(options, dict) else ({} if options is None else options), **settings}
     )
     return execute(config, resume=resume, progress=progress)
 
@@ -165,8 +168,26 @@ class TrainedRun:
                 f"run of {self.config.converter!r} + {self.config.model!r} is transductive: it predicts the "
                 f"nodes of one dataset graph, not new samples; {hint}"
             )
+        x = self._check_samples(x)
+        check_int(batch_size, "batch_size", minimum=1)
         family = self._family or family_of(self.model)
         return family.predict_proba(self.model, self.net, self._prefix, x, batch_size)
+
+    def _check_samples(self, x: Any) -> torch.Tensor:
+        """``x`` as a tensor of samples shaped like the training ones, or a one-line error."""
+        if not isinstance(x, torch.Tensor):
+            try:
+                x = torch.as_tensor(np.asarray(x))
+            except (TypeError, ValueError, RuntimeError):
+                raise DataError(f"predict needs a tensor or array of samples, got {type(x).__name__}") from None
+        if x.dtype == torch.bool or x.is_complex():
+            raise DataError(f"predict needs real-valued samples, got {x.dtype}")
+        if self.spec is not None and tuple(x.shape[1:]) != tuple(self.spec.shape):
+            raise DataError(f"predict needs samples of shape [N, {', '.join(map(str, self.spec.shape))}] like the "
+                            f"training data, got {list(x.shape)}")
+        if x.dtype.is_floating_point and x.numel() and not bool(torch.isfinite(x).all()):
+            raise DataError("predict: the samples contain NaN or infinite values")
+        return x
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Return predicted labels for raw samples ``x``."""

@@ -79,18 +79,21 @@ class RunConfig:
         check_int(self.seed, "seed", minimum=0)
         check_int(self.limit_train, "limit_train", minimum=1, optional=True)
         check_int(self.limit_test, "limit_test", minimum=1, optional=True)
-        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_float(self.lr, "lr", minimum=0.0, exclusive_minimum=True, optional=True)
+        check_float(self.weight_decay, "weight_decay", minimum=0.0)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
             )
-        if not isinstance(self.plots, bool):
-            raise ConfigError(f"plots must be true or false, got {self.plots!r}")
         if not isinstance(self.options, dict):
             raise ConfigError(f"options must be a mapping, got {type(self.options).__name__}")
+        for name in ("data_root", "out"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, Path)):
+                raise ConfigError(f"{name} must be a path, got {type(value).__name__} {value!r}")
+        for name in ("download", "plots"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,8 +124,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {p} is a directory") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text (a binary file?)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML/JSON: {exc}") from None
+        raise ConfigError(f"config file {p} is not valid YAML/JSON: {' '.join(str(exc).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

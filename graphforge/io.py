@@ -83,3 +83,66 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+#: Name of the lock file inside a locked directory.
+LOCK_FILE = ".graphforge.lock"
+
+
+@contextmanager
+def directory_lock(directory: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` for the life of the block (and of the process).
+
+    The lock is ``flock`` on ``directory/.graphforge.lock``, which holds the owner's pid:
+    a second process gets a one-line error naming it, and a lock left by a killed process
+    never blocks (the kernel drops it with the process).
+
+    Args:
+        directory: The directory to lock (it must exist).
+        what: What the directory is, for the message (``"run directory"``).
+
+    Raises:
+        ConfigError: If another live process holds the lock.
+    """
+    from graphforge.errors import ConfigError
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    path = Path(directory) / LOCK_FILE
+    fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise ConfigError(f"{what} {Path(directory)} is in use by another graphforge process (pid {holder}); "
+                              "wait for it to finish or choose another directory") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        fh.close()
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files :func:`atomic_path` leaves when a process is killed
+    mid-write (call it while holding :func:`directory_lock`); return what was removed."""
+    removed = []
+    for folder in (Path(directory), Path(directory) / "plots"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                if tmp.is_file():
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+    return removed

@@ -32,6 +32,11 @@ class GraphforgeGroup(click.Group):
             return super().invoke(ctx)
         except GraphforgeError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt as exc:
+            from graphforge.engine.runner import Terminated
+
+            click.echo("Interrupted (the run directory records it; continue with graphforge run --resume DIR)", err=True)
+            ctx.exit(143 if isinstance(exc, Terminated) else 130)
 
 
 def _show_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:

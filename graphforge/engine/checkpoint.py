@@ -112,3 +112,20 @@ def read_checkpoint(obj: Any, path: str | Path) -> dict[str, Any]:
     if obj.get("family") not in FAMILIES or not isinstance(obj.get("state"), dict) or not isinstance(obj.get("meta"), dict):
         raise DataError(f"{path} is not a graphforge checkpoint (family, meta or state missing)")
     return obj
+
+
+def load_weights(module: Any, state: Any, path: str | Path, what: str = "weights") -> None:
+    """``module.load_state_dict(state)``, with a one-line error when they do not fit.
+
+    Raises:
+        DataError: If the saved tensors do not match the module built from the run's
+            configuration (the config was edited, or the file belongs to another run).
+    """
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc).splitlines()[0]
+                     if str(exc) else type(exc).__name__)
+        raise DataError(f"the {what} in {path} do not match the model built from the run's config.yaml "
+                        f"({first[:200]}); was the config edited, or does the checkpoint belong to another run?"
+                        ) from None

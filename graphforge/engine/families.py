@@ -28,7 +28,7 @@ from torch import nn
 
 from graphforge.core.data import SPLIT_NAMES, DataSplits, InputSpec, check_graph_splits, graph_split_nodes
 from graphforge.core.model import FitModel, GraphFitModel, Model
-from graphforge.engine.checkpoint import make_checkpoint
+from graphforge.engine.checkpoint import load_weights, make_checkpoint
 from graphforge.engine.metrics import accuracy
 from graphforge.engine.network import GraphforgeNet, Normalizer
 from graphforge.engine.rundir import BEST_CHECKPOINT, RunDirectory
@@ -136,7 +136,15 @@ class GradientFamily(ModelFamily):
         job.fanout = model.neighbor_sampling(graph.num_nodes) if graph is not None else None
         full_graph = graph is not None and job.fanout is None
         _apply_defaults(job, FULL_GRAPH_DEFAULTS if full_graph else {**MINI_BATCH_DEFAULTS, "epochs": model.default_epochs})
-        job.net = self.build_network(job.plan, job.data, job.out_spec).to(job.plan.device)
+        try:
+            job.net = self.build_network(job.plan, job.data, job.out_spec).to(job.plan.device)
+        except (MemoryError, RuntimeError) as exc:
+            text = str(exc)
+            if not isinstance(exc, MemoryError) and "alloc" not in text.lower() and "out of memory" not in text.lower():
+                raise
+            raise ConfigError(f"cannot build the {job.plan.config.model!r} network: out of memory "
+                              f"({' '.join(text.split())[:160] or 'MemoryError'}); use smaller options "
+                              "(hidden, channels, layers)") from None
 
     @staticmethod
     def build_network(plan: Plan, data: DataSplits, out_spec: InputSpec, normalize: bool = True) -> nn.Module:
@@ -207,7 +215,7 @@ class GradientFamily(ModelFamily):
             net = plan.model.build(out_spec, num_classes)
         else:
             net = GraphforgeNet(Normalizer.empty(spec), plan.converter.build(spec), plan.model.build(out_spec, num_classes))
-        net.load_state_dict(state["net"])
+        load_weights(net, state["net"], BEST_CHECKPOINT, "network weights")
         return net.eval(), None
 
     def predict_proba(self, model: Model, net: nn.Module | None, prefix: nn.Module | None, x: torch.Tensor,
@@ -259,8 +267,8 @@ class FitFamily(ModelFamily):
     def restore(self, plan: Plan, meta: dict[str, Any], state: dict[str, Any]) -> tuple[nn.Module | None, nn.Module | None]:
         spec = _spec(meta, "spec")
         prefix = nn.Sequential(Normalizer.empty(spec), plan.converter.build(spec))
-        prefix.load_state_dict(state["prefix"])
-        plan.model.load_state_dict(state["model"])  # type: ignore[attr-defined]
+        load_weights(prefix, state["prefix"], BEST_CHECKPOINT, "feature weights")
+        load_weights(plan.model, state["model"], BEST_CHECKPOINT, "fitted model")
         return None, prefix.eval()
 
     def predict_proba(self, model: Model, net: nn.Module | None, prefix: nn.Module | None, x: torch.Tensor,
@@ -313,7 +321,7 @@ class GraphFitFamily(ModelFamily):
         return {"val": results["val"], "test": results["test"]}, history, extra
 
     def restore(self, plan: Plan, meta: dict[str, Any], state: dict[str, Any]) -> tuple[nn.Module | None, nn.Module | None]:
-        plan.model.load_state_dict(state["model"])  # type: ignore[attr-defined]
+        load_weights(plan.model, state["model"], BEST_CHECKPOINT, "fitted model")
         return None, None
 
     def transductive(self, plan: Plan) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import yaml
 
 from graphforge.errors import ConfigError, DataError
-from graphforge.io import save_torch, write_json, write_text, write_yaml
+from graphforge.io import remove_stale_temporaries, save_torch, write_json, write_text, write_yaml
+
+log = logging.getLogger("graphforge")
 
 CONFIG_FILE = "config.yaml"
 STATUS_FILE = "run.json"
@@ -39,6 +42,19 @@ def default_run_path(converter: str, model: str, base: str | Path = "runs") -> P
     return path
 
 
+def _only_skeleton(p: Path) -> bool:
+    """Whether ``p`` holds nothing but what :meth:`RunDirectory.create` makes before the run's
+    first file (an empty ``plots/``, the lock, temporaries): a run killed that early is rerun."""
+    for entry in p.iterdir():
+        if entry.name == PLOTS_DIR and entry.is_dir() and not any(entry.iterdir()):
+            continue
+        if entry.name in (".graphforge.lock", ".graphforge-write-test") or (entry.name.startswith(".")
+                                                                            and entry.name.endswith(".tmp")):
+            continue
+        return False
+    return True
+
+
 class RunDirectory:
     """Reads and writes the files of one run directory."""
 
@@ -53,10 +69,16 @@ class RunDirectory:
             ConfigError: If ``path`` exists and is not empty (use ``--resume`` to continue a run).
         """
         p = Path(path)
-        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        if p.exists() and (not p.is_dir() or not _only_skeleton(p)):
             raise ConfigError(f"run directory {p} already exists and is not empty; choose another --out or --resume it")
-        p.mkdir(parents=True, exist_ok=True)
-        (p / PLOTS_DIR).mkdir(exist_ok=True)
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+            (p / PLOTS_DIR).mkdir(exist_ok=True)
+            probe = p / ".graphforge-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"cannot create run directory {p}: {exc.strerror or exc}; choose another --out") from None
         return cls(p)
 
     @classmethod
@@ -70,6 +92,37 @@ class RunDirectory:
         if not (p / CONFIG_FILE).is_file():
             raise DataError(f"{p} is not a graphforge run directory (no {CONFIG_FILE})")
         return cls(p)
+
+    def lock(self) -> Any:
+        """Hold an exclusive lock on the directory (a context manager): a second process
+        resuming or writing the same run gets a one-line error naming the holder's pid.
+        Temporary files left by a process killed mid-write are removed once it is held."""
+        from contextlib import contextmanager
+
+        from graphforge.io import directory_lock
+
+        @contextmanager
+        def held() -> Any:
+            with directory_lock(self.path, "run directory"):
+                removed = remove_stale_temporaries(self.path)
+                if removed:
+                    log.info("removed %d temporary file(s) left by an interrupted write", len(removed))
+                yield self
+
+        return held()
+
+    def check_writable(self) -> None:
+        """Raise a one-line error if the directory cannot be written (read-only filesystem, permissions).
+
+        Raises:
+            ConfigError: Naming the directory and the reason.
+        """
+        probe = self.path / ".graphforge-write-test"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"cannot write to run directory {self.path}: {exc.strerror or exc}") from None
 
     def file(self, name: str) -> Path:
         """Return the path of a file inside the run directory."""
@@ -121,15 +174,35 @@ class RunDirectory:
 
     # --- reading -----------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
-        """Return the saved config."""
-        return yaml.safe_load(self.file(CONFIG_FILE).read_text(encoding="utf-8")) or {}
+        """Return the saved config.
+
+        Raises:
+            DataError: If ``config.yaml`` is unreadable or not a mapping.
+        """
+        f = self.file(CONFIG_FILE)
+        try:
+            data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise DataError(f"{f} is unreadable ({type(exc).__name__}); the run directory is damaged") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{f} does not hold a run configuration; the run directory is damaged")
+        return data
 
     def read_status(self) -> dict[str, Any]:
-        """Return ``run.json`` (empty when missing)."""
+        """Return ``run.json`` (empty when missing; a damaged one is replaced, with a warning)."""
         import json
 
         f = self.file(STATUS_FILE)
-        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        if not f.is_file():
+            return {}
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("%s is damaged (%s); its status is rewritten", f, type(exc).__name__)
+            return {}
+        return data
 
     def load_checkpoint(self, name: str) -> dict[str, Any]:
         """Load a checkpoint file in the current layout (see :mod:`graphforge.engine.checkpoint`).

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import platform
+import signal
+import threading
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +200,27 @@ def _finish(
     return metrics
 
 
+class Terminated(KeyboardInterrupt):
+    """The run got SIGTERM (recorded as ``interrupted``, like Ctrl-C; ``--resume`` continues it)."""
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Any:
+    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bool = False) -> RunResult:
     """Run (or resume) one experiment and write its run directory.
 
@@ -209,50 +233,61 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
     Returns:
         The final metrics, history and run directory.
     """
-    rundir: RunDirectory | None = None
-    if resume is not None:
-        rundir = RunDirectory.open(resume)
-        saved = RunConfig.from_dict(rundir.read_config())
-        if config.epochs is not None:
-            saved.epochs = config.epochs
-        saved.device = config.device if config.device != "auto" else saved.device
-        config = saved
-    plan = plan_run(config)
-    cfg = plan.config
-    seed_everything(cfg.seed)
-    data = load_data(plan)
-    spec = data.spec
-    out_spec = _check_pipeline(plan, spec)
-    plan.converter.check_data(data)
-    plan.model.check_data(data)
-    plan.converter.fit(data)
+    with ExitStack() as held:
+        rundir: RunDirectory | None = None
+        if resume is not None:
+            rundir = RunDirectory.open(resume)
+            rundir.check_writable()
+            held.enter_context(rundir.lock())
+            saved = RunConfig.from_dict(rundir.read_config())
+            if config.epochs is not None:
+                saved.epochs = config.epochs
+            saved.device = config.device if config.device != "auto" else saved.device
+            config = saved
+        plan = plan_run(config)
+        cfg = plan.config
+        seed_everything(cfg.seed)
+        data = load_data(plan)
+        spec = data.spec
+        out_spec = _check_pipeline(plan, spec)
+        plan.converter.check_data(data)
+        plan.model.check_data(data)
+        plan.converter.fit(data)
 
-    family = family_of(plan.model)
-    graph = plan.converter.convert(data) if plan.converter.level == "dataset" else None
-    job = Job(plan, data, spec, out_spec, graph=graph, meta=_meta(plan, data, spec, out_spec))
-    family.prepare(job)  # defaults and the network: still before anything is written
+        family = family_of(plan.model)
+        graph = plan.converter.convert(data) if plan.converter.level == "dataset" else None
+        job = Job(plan, data, spec, out_spec, graph=graph, meta=_meta(plan, data, spec, out_spec))
+        family.prepare(job)  # defaults and the network: still before anything is written
 
-    if rundir is None:
-        rundir = RunDirectory.create(cfg.out or default_run_path(cfg.converter, cfg.model))
-    cfg.out = str(rundir.path)
-    job.meta["config"] = cfg.to_dict()
-    resolved = {**cfg.to_dict(), "plugin_options": plan.options, "environment": _environment(plan.device)}
-    rundir.write_config(cfg.to_dict())
-    write_json(rundir.file("resolved.json"), resolved)
-    rundir.write_status("running", started=time.strftime("%Y-%m-%dT%H:%M:%S"), **_environment(plan.device))
-    log.info("run directory: %s", rundir.path)
-    log.info("data: %s  %s  train %d / val %d / test %d, %d classes", cfg.dataset, tuple(spec.shape),
-             len(data.train), len(data.val), len(data.test), data.num_classes)
+        if rundir is None:
+            rundir = RunDirectory.create(cfg.out or default_run_path(cfg.converter, cfg.model))
+            held.enter_context(rundir.lock())
+        cfg.out = str(rundir.path)
+        job.meta["config"] = cfg.to_dict()
+        resolved = {**cfg.to_dict(), "plugin_options": plan.options, "environment": _environment(plan.device)}
+        rundir.write_config(cfg.to_dict())
+        write_json(rundir.file("resolved.json"), resolved)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        previous = rundir.read_status()
+        times = {"started": previous.get("started", now)}
+        if resume is not None:
+            times["resumed"] = [*previous.get("resumed", []), now]
+        rundir.write_status("running", **times, **_environment(plan.device))
+        log.info("run directory: %s", rundir.path)
+        log.info("data: %s  %s  train %d / val %d / test %d, %d classes", cfg.dataset, tuple(spec.shape),
+                 len(data.train), len(data.val), len(data.test), data.num_classes)
 
-    try:
-        results, history, extra = family.train(job, rundir, resume=resume is not None, progress=progress)
-        metrics = _finish(plan, rundir, data, results, history, extra)
-    except KeyboardInterrupt:
-        rundir.write_status("interrupted")
-        raise
-    except BaseException as exc:
-        rundir.write_status("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    rundir.write_status("completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    log.info("test accuracy %.4f  (val %.4f)  -> %s", metrics["test_accuracy"], metrics["val_accuracy"], rundir.path)
+        try:
+            with _terminate_as_interrupt():
+                results, history, extra = family.train(job, rundir, resume=resume is not None, progress=progress)
+                metrics = _finish(plan, rundir, data, results, history, extra)
+        except KeyboardInterrupt as exc:
+            rundir.write_status("interrupted", signal="SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
+            raise
+        except BaseException as exc:
+            rundir.write_status("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        rundir.write_status("completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        log.info("test accuracy %.4f  (val %.4f)  -> %s", metrics["test_accuracy"], metrics["val_accuracy"],
+                 rundir.path)
     return RunResult(metrics=metrics, run_dir=rundir.path, history=history, config=cfg)

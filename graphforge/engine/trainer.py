@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from graphforge.engine.checkpoint import make_checkpoint
+from graphforge.engine.checkpoint import load_weights, make_checkpoint
 from graphforge.engine.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT, RunDirectory
 from graphforge.engine.runtime import rng_state, set_rng_state
 from graphforge.engine.tasks import Task, epoch_metrics
@@ -142,13 +142,21 @@ class Trainer:
                                                           epoch=self.state.epoch))
 
     def resume(self) -> None:
-        """Load ``last.pt`` and ``checkpoint.pt`` from the run directory."""
+        """Load ``last.pt`` and ``checkpoint.pt`` from the run directory.
+
+        A run stopped before its first epoch ended has no ``last.pt``: it starts again
+        from epoch 1.
+        """
+        if not self.rundir.file(LAST_CHECKPOINT).is_file():
+            log.info("%s has no %s (the run stopped before its first epoch ended): starting from epoch 1",
+                     self.rundir.path, LAST_CHECKPOINT)
+            return
         last = self.rundir.load_checkpoint(LAST_CHECKPOINT)
         training = last.get("training")
         if last["family"] != "gradient" or not isinstance(training, dict):
             raise DataError(f"{self.rundir.file(LAST_CHECKPOINT)} holds no training state to resume from")
-        self.task.net.load_state_dict(last["state"]["net"])
-        self.optimizer.load_state_dict(training["optimizer"])
+        load_weights(self.task.net, last["state"]["net"], self.rundir.file(LAST_CHECKPOINT), "network weights")
+        load_weights(self.optimizer, training["optimizer"], self.rundir.file(LAST_CHECKPOINT), "optimiser state")
         self.scheduler.load_state_dict(training["scheduler"])
         _retarget_scheduler(self.scheduler, self.lr_schedule, self.epochs)
         self.state = TrainState(**training["state"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,6 +27,8 @@ METRICS: tuple[str, ...] = ("euclidean", "cosine", "cityblock", "linf", "ip")
 
 _OP_NAME = "graphforge::batched_knn"
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: The largest k passed to the kernels (any larger k is clamped to the set size anyway).
+_K_MAX = 2**62
 
 
 def knn_backend() -> str:
@@ -183,15 +186,22 @@ def _ptr_from_batch(batch: Any, num_points: int, batch_size: int | None, device:
 def _k_tensor(k: Any, num_sets: int, device: torch.device) -> Tensor:
     if k is None:
         raise ConfigError("k is required: an int or one integer per point set")
-    if isinstance(k, bool):
+    if isinstance(k, (bool, np.bool_)):
         raise ConfigError(f"k must be an int or an integer tensor, got {k!r}")
-    if isinstance(k, int):
+    if isinstance(k, (int, np.integer)):
         if k < 0:
             raise ConfigError(f"k must be >= 0, got {k}")
-        return torch.full((num_sets,), k, dtype=torch.long, device=device)
+        # k is clamped to each set's size anyway; a k beyond int64 means "every neighbour".
+        return torch.full((num_sets,), min(int(k), _K_MAX), dtype=torch.long, device=device)
     if not isinstance(k, (Tensor, Sequence)):
         raise ConfigError(f"k must be an int or an integer tensor, got {type(k).__name__}")
-    kt = k if isinstance(k, Tensor) else torch.as_tensor(k, dtype=torch.long if len(k) == 0 else None)
+    if isinstance(k, Tensor):
+        kt = k
+    else:
+        try:
+            kt = torch.as_tensor(k, dtype=torch.long if len(k) == 0 else None)
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            raise ConfigError(f"k must hold integers between 0 and 2^63 - 1, got {list(k)[:8]!r}") from None
     if kt.dtype.is_floating_point or kt.dtype.is_complex or kt.dtype == torch.bool:
         raise ConfigError(f"k must hold integers, got {kt.dtype}")
     if kt.dim() == 0:

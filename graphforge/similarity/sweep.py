@@ -205,20 +205,10 @@ class ResultsFile:
 @contextmanager
 def _sweep_lock(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on the sweep directory (two sweeps writing one file would mix rows)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock
+    from graphforge.io import directory_lock
+
+    with directory_lock(out, "sweep directory"):
         yield
-        return
-    with open(out / ".sweep.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ConfigError(f"another graphforge sweep is running in {out}; wait for it or choose another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- settings
@@ -521,7 +511,7 @@ def run_sweep(
                    "k": params if mode != "threshold" else [], "seeds": seeds, "models": models})
     out = Path(out)
     if out.exists() and (not out.is_dir() or (
-            not (out / SETTINGS_FILE).exists() and any(p.name != ".sweep.lock" for p in out.iterdir()))):
+            not (out / SETTINGS_FILE).exists() and any(p.name not in (".sweep.lock", ".graphforge.lock") for p in out.iterdir()))):
         raise ConfigError(f"{out} exists and is not a sweep directory (no {SETTINGS_FILE}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     with _sweep_lock(out):

@@ -166,6 +166,10 @@ def sweep(dataset: str, data_root: Path | None, options: tuple[str, ...], metric
             retry_failed=retry_failed)
     finally:
         root.setLevel(level)
+    failed_rows = [r for r in result.rows if r.get("status") == "failed"]
+    if result.rows and len(failed_rows) == len(result.rows):
+        raise click.ClickException(f"every row of the sweep failed ({len(failed_rows)}); the first: "
+                                   f"{failed_rows[0].get('error', '')} -> {result.out}/results.csv")
     if as_json:
         click.echo(json.dumps({"out": str(result.out), "rows": len(result.rows), "ran": result.ran,
                                "skipped": result.skipped, "failed": result.failed, "best": result.best,
@@ -175,6 +179,9 @@ def sweep(dataset: str, data_root: Path | None, options: tuple[str, ...], metric
     click.echo(describe_best(result.best))
     click.echo(f"{len(result.rows)} rows ({result.ran} run now, {result.skipped} already done, "
                f"{result.failed} failed) -> {result.out}")
+    if failed_rows:
+        click.echo(f"Warning: {len(failed_rows)} of {len(result.rows)} rows failed (see the error column of "
+                   f"{result.out}/results.csv; --retry-failed runs them again)", err=True)
 
 
 @hookimpl

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
+from graphforge.checks import check_float
 from graphforge.core.converter import Converter
 from graphforge.core.data import InputSpec
 from graphforge.errors import ConfigError
@@ -218,10 +219,8 @@ class DynKNN(Converter):
         if k_min > k_max:
             raise ValueError(f"k_min ({k_min}) must not exceed k_max ({k_max})")
         metric = get_metric(metric, _METRICS, user="dyn_knn (the native batched_knn op)").name
-        if not isinstance(tau, (int, float)) or tau <= 0:
-            raise ValueError(f"tau must be > 0, got {tau!r}")
-        if not isinstance(k_penalty, (int, float)) or k_penalty < 0:
-            raise ValueError(f"k_penalty must be >= 0, got {k_penalty!r}")
+        tau = check_float(tau, "tau", minimum=0.0, exclusive_minimum=True)
+        k_penalty = check_float(k_penalty, "k_penalty", minimum=0.0)
         if not isinstance(learn_k, bool) or not isinstance(pos_encoding, bool):
             raise ValueError("learn_k and pos_encoding must be true or false")
         self.channels = channels

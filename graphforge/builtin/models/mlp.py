@@ -107,9 +107,9 @@ class MLP(Model):
     ) -> None:
         if isinstance(hidden, bool) or not isinstance(hidden, (int, list, tuple)):
             raise ValueError(f"hidden must be an int or a list of ints, got {hidden!r}")
-        widths = [hidden] * layers if isinstance(hidden, int) else list(hidden)
         if isinstance(hidden, int) and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 0):
             raise ValueError(f"layers must be an integer >= 0, got {layers!r}")
+        widths = [hidden] * layers if isinstance(hidden, int) else list(hidden)
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
             raise ValueError(f"hidden widths must be integers >= 1, got {hidden!r}")
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
