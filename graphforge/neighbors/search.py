@@ -75,6 +75,10 @@ DEFAULT_BLOCK_ELEMENTS = 64 * 1024 * 1024
 #: Target rows per database block.
 DB_BLOCK_ROWS = 32768
 _FP32_EPS = 2.0**-24  # unit roundoff of float32
+#: Data whose largest magnitude is outside [2^-40, 2^40] is searched at a power-of-two scale
+#: (squares of 2^40 values over thousands of dimensions stay far from fp32's 2^128).
+_FP32_SAFE_MAX = 2.0**40
+_FP32_SAFE_MIN = 2.0**-40
 
 
 @dataclass
@@ -127,6 +131,16 @@ class Prepared:
         self.dim = int(db.shape[1])
         self.n = int(db.shape[0])
         family = metric.family
+        # fp32 range guard: data near 1e19 overflows the fp32 squares and products (every
+        # score inf), data near 1e-25 underflows them (every score 0). Such data is searched
+        # at an exact power-of-two scale that puts it near 1; distances stay exact (the
+        # re-ranking reads the original rows in float64).
+        self.scale = 1.0
+        if not metric.normalized and self.n:
+            amax = float(db.abs().max())
+            if amax > _FP32_SAFE_MAX or 0 < amax < _FP32_SAFE_MIN:
+                self.scale = 2.0 ** -math.frexp(amax)[1]
+                db = db * self.scale
         if metric.normalized:
             db = unit_rows(db).float()
         # Translation-invariant metrics are searched on data centred at the database
@@ -189,6 +203,8 @@ class Prepared:
     def prepare_queries(self, q: torch.Tensor) -> torch.Tensor:
         """Queries on the search scale: normalised / centred like the database, augmented for a CPU GEMM."""
         q = q.to(self.device)
+        if self.scale != 1.0:
+            q = q * self.scale
         if self.metric.normalized:
             q = unit_rows(q).float()
         if self.shift is not None:
@@ -208,7 +224,7 @@ class Prepared:
         """Queries in float64, on the (normalised or centred) scale the fp32 scores use."""
         if self.metric.normalized:
             return unit_rows(q_cpu)
-        q64 = q_cpu.double()
+        q64 = q_cpu.double() * self.scale
         return q64 - self.shift.cpu().double() if self.shift is not None else q64
 
     def error_bound(self, q_cpu: torch.Tensor) -> torch.Tensor:
@@ -232,6 +248,8 @@ class Prepared:
     def exact_score(self, d: torch.Tensor, q_cpu: torch.Tensor) -> torch.Tensor:
         """Exact distances ``d`` (``[B, C]`` or ``[B, 1]``) -> the same scale as :meth:`scores`."""
         family = self.metric.family
+        if self.scale != 1.0:  # squared distances and inner products scale with scale^2
+            d = d * (self.scale ** 2 if self.metric.squared or family == "ip" else self.scale)
         if family == "l2":
             sq = d if self.metric.squared else d.square()
             return sq - self._scaled64(q_cpu).square().sum(1, keepdim=True)

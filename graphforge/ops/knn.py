@@ -244,7 +244,32 @@ def _translate(exc: Exception) -> Exception:
 # ---------------------------------------------------------------------------------- API
 
 
+#: fp32 / bf16 points whose largest magnitude is outside [2^-40, 2^40] are searched at a
+#: power-of-two scale near 1: their squares and products would overflow (every distance
+#: inf) or underflow (every distance 0) in the fp32 accumulation.
+_SAFE_MAX, _SAFE_MIN = 2.0**40, 2.0**-40
+
+
+def _range_guard(x: Tensor, metric: str) -> tuple[Tensor, Tensor | None]:
+    """``(x * c, c)`` with ``c`` an exact power of two (1 for well-scaled data), without a device sync."""
+    if x.dtype not in (torch.float32, torch.bfloat16) or metric == "cosine" or x.numel() == 0:
+        return x, None
+    amax = x.detach().abs().amax().float()
+    outside = (amax > _SAFE_MAX) | ((amax < _SAFE_MIN) & (amax > 0))
+    one = torch.ones((), dtype=torch.float32, device=x.device)
+    scale = torch.where(outside & torch.isfinite(amax), torch.ldexp(one, -torch.frexp(amax).exponent), one)
+    return x * scale.to(x.dtype), scale
+
+
 def _run(x: Tensor, ptr: Tensor, k: Tensor, metric: str, loop: bool) -> tuple[Tensor, Tensor]:
+    x, scale = _range_guard(x, metric)
+    edge_index, dist = _run_scaled(x, ptr, k, metric, loop)
+    if scale is not None:  # distances of the scaled points -> distances of the points
+        dist = dist / (scale * scale if metric == "ip" else scale).to(dist.dtype)
+    return edge_index, dist
+
+
+def _run_scaled(x: Tensor, ptr: Tensor, k: Tensor, metric: str, loop: bool) -> tuple[Tensor, Tensor]:
     if _extension.native_available(x.device.type):
         try:
             dist, edge_index = torch.ops.graphforge.batched_knn(x, ptr, k, metric, loop)

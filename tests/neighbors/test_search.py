@@ -56,3 +56,21 @@ def test_far_from_the_origin_stays_exact_without_fallbacks(metric, backend):
     assert np.array_equal(idx.numpy(), order)
     qi, ri, _ = KNNIndex(x, metric, backend=backend).range_search(x, float(d.flatten().kthvalue(4000).values))
     assert set(zip(qi.tolist(), ri.tolist())) == set(map(tuple, torch.nonzero(d <= d.flatten().kthvalue(4000).values).tolist()))
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30, 1e-25])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "ip", "cityblock", "linf", "cosine"])
+def test_huge_and_tiny_magnitudes_stay_exact_without_fallbacks(metric, scale):
+    """fp32 squares of 1e19 overflow and of 1e-25 underflow: such data is searched at a
+    power-of-two scale, so every distance is finite and exact and no query falls back."""
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(400, 6, generator=g, dtype=torch.float64) * scale).float()
+    stats = SearchStats()
+    dist, idx = KNNIndex(x, metric).search(x, 4, stats=stats)
+    d = _scores(x, metric)
+    order = np.lexsort((np.tile(np.arange(len(x)), (len(x), 1)), d.numpy()), axis=1)[:, :4]
+    assert np.array_equal(idx.numpy(), order)
+    assert torch.isfinite(dist).all() and stats.fallback_queries == 0
+    radius = float(d.flatten().kthvalue(3000).values)
+    qi, ri, _ = KNNIndex(x, metric).range_search(x, radius)
+    assert set(zip(qi.tolist(), ri.tolist())) == set(map(tuple, torch.nonzero(d <= radius).tolist()))

@@ -333,3 +333,18 @@ def test_backend_name() -> None:
     if NATIVE:
         assert knn_backend().startswith("native")
         assert (knn_backend() == "native-cuda+cpu") == bool(_extension._C.has_cuda())
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e-25])
+@pytest.mark.parametrize("metric", ["l2", "l1", "linf", "ip"])
+def test_fp32_points_of_huge_or_tiny_magnitude(device, metric, scale):
+    """Squares of 1e19 overflow fp32 and of 1e-25 underflow it: the op searches such points at
+    a power-of-two scale, so the neighbours are those of a float64 search."""
+    g = torch.Generator().manual_seed(2)
+    x64 = torch.randn(90, 5, generator=g, dtype=torch.float64) * scale
+    ptr = torch.tensor([0, 40, 90])
+    ei, dist = batched_knn(x64.float().to(device), ptr, 4, metric=metric)
+    ei64, dist64 = batched_knn(x64.float().double().to(device), ptr, 4, metric=metric)
+    assert torch.equal(ei.cpu(), ei64.cpu())
+    if metric != "ip":  # an inner product of 1e19-scale points (1e38+) has no fp32 value
+        torch.testing.assert_close(dist.double().cpu(), dist64.cpu(), rtol=1e-5, atol=0)
