@@ -27,6 +27,8 @@ log = logging.getLogger("graphforge")
 
 CACHE_ENV = "GRAPHFORGE_CACHE"
 _KEY_FORMAT = b"graphforge-embeddings-v1\0"
+#: Layout of a cache file: {"format", "key", "embeddings", "sha256"}.
+_FILE_FORMAT = 2
 
 
 def default_cache_dir() -> Path:
@@ -55,16 +57,34 @@ def embedding_key(embedder: Embedder, x: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _read(path: Path, rows: int) -> torch.Tensor | None:
-    """The cached tensor, or ``None`` when there is none or it is unusable (logged)."""
+def _digest_of(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _read(path: Path, rows: int, key: str) -> torch.Tensor | None:
+    """The cached tensor, or ``None`` when there is none or it is unusable (logged).
+
+    A cache file is trusted only when it loads safely (tensors and plain data), names the
+    key it was written for (the embedder's options and the input's content) and its
+    embeddings still match their own checksum, with ``rows`` finite float32 rows.
+    """
     if not path.is_file():
         return None
     try:
-        out = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(obj, dict) or obj.get("format") != _FILE_FORMAT:
+            raise ValueError("it is not a graphforge embedding cache file")
+        out = obj.get("embeddings")
+        if obj.get("key") != key:
+            raise ValueError("it was written for other embeddings (key mismatch)")
         if not (isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.dim() == 2
                 and out.shape[0] == rows):
             what = f"a {out.dtype} tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"it holds {what}, not [{rows}, D] float32")
+        if obj.get("sha256") != _digest_of(out):
+            raise ValueError("its embeddings do not match their checksum")
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError("it holds NaN or infinite values")
     except Exception as exc:  # noqa: BLE001 (a broken cache file must never break a run)
         log.warning("embedding cache file %s is unusable (%s: %s); recomputing", path, type(exc).__name__, exc)
         return None
@@ -102,8 +122,9 @@ def cached_embed(
     path: Path | None = None
     if cache:
         path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        path = path / f"{embedding_key(embedder, x)}.pt"
-        hit = _read(path, len(x))
+        key = embedding_key(embedder, x)
+        path = path / f"{key}.pt"
+        hit = _read(path, len(x), key)
         if hit is not None:
             log.info("embeddings of %d samples by %s: cache hit (%s)", len(x), name, path)
             return hit
@@ -115,7 +136,8 @@ def cached_embed(
     out = out.detach().to("cpu", torch.float32)
     if path is not None:
         try:
-            save_torch(path, out.clone())  # clone: a view would save its whole storage
+            saved = out.clone()  # clone: a view would save its whole storage
+            save_torch(path, {"format": _FILE_FORMAT, "key": key, "embeddings": saved, "sha256": _digest_of(saved)})
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
             log.warning("could not write embedding cache file %s (%s); continuing without it", path, exc)
     return out

@@ -49,7 +49,7 @@ def test_route_options_unknown_lists_valid():
 @pytest.mark.parametrize(
     "field, value, message",
     [("epochs", 0, "epochs must be an integer >= 1"), ("batch_size", -1, "batch_size"),
-     ("lr", 0, "lr must be a positive"), ("lr_schedule", "warp", "lr_schedule must be one of"),
+     ("lr", 0, "lr must be > 0"), ("lr_schedule", "warp", "lr_schedule must be one of"),
      ("device", "tpu", "device must be"), ("limit_train", 0, "limit_train"), ("patience", -1, "patience"),
      ("epochs", True, "epochs must be an integer")],
 )

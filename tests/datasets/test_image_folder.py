@@ -142,3 +142,19 @@ def test_bad_grayscale():
     with pytest.raises(ConfigError, match="grayscale must be true or false"):
         ImageFolder(grayscale="maybe")
     assert ImageFolder(grayscale="true").grayscale is True
+
+
+def test_symbolic_links_out_of_the_data_folder_are_not_followed(tmp_path, caplog):
+    import logging
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    make_images(root, 4)
+    make_images(elsewhere, 2, classes=("secret",))
+    (root / "cat" / "leak.png").symlink_to(elsewhere / "secret" / "0.png")
+    (root / "secret").symlink_to(elsewhere / "secret", target_is_directory=True)
+    (root / "dog" / "inside.png").symlink_to(root / "dog" / "0.png")  # inside the folder: fine
+    with caplog.at_level(logging.WARNING, logger="graphforge"):
+        data = ImageFolder(val_fraction=0.0, test_fraction=0.25).load(root=root, download=False, seed=0)
+    assert list(data.class_names) == list(CLASSES)
+    assert len(data.train) + len(data.test) == 13  # 4 + 5 + 4: the in-folder link counts, the others do not
+    assert "skipped 2 symbolic link(s) that point outside" in caplog.text

@@ -260,16 +260,21 @@ def test_corrupt_cache_file_is_recomputed(tmp_path, images, caplog):
     emb = CountingPixels()
     expected = cached_embed(emb, images, device="cpu", batch_size=2, cache_dir=tmp_path)
     path = tmp_path / f"{embedding_key(emb, images)}.pt"
-    for bad in (b"garbage", None):
-        if bad is None:
-            torch.save(torch.zeros(3, 2), path)  # readable, but not these embeddings
-        else:
+    good = torch.load(path, weights_only=True)
+    planted = {**good, "embeddings": torch.zeros_like(good["embeddings"])}  # right key and shape, wrong content
+    moved = {**good, "key": "0" * 64}  # another key's file copied here
+    bad_files = (b"garbage", torch.zeros(len(images), 2), planted, moved)
+    for bad in bad_files:
+        if isinstance(bad, bytes):
             path.write_bytes(bad)
+        else:
+            torch.save(bad, path)  # readable, but not these embeddings
+        caplog.clear()
         with caplog.at_level(logging.WARNING, logger="graphforge"):
             out = cached_embed(emb, images, device="cpu", batch_size=2, cache_dir=tmp_path)
         assert torch.equal(out, expected) and "unusable" in caplog.text
-    assert emb._calls == 3
-    assert torch.equal(torch.load(path, weights_only=True), expected)  # rewritten
+    assert emb._calls == 1 + len(bad_files)
+    assert torch.equal(torch.load(path, weights_only=True)["embeddings"], expected)  # rewritten
 
 
 def test_cache_can_be_off_and_defaults_to_graphforge_cache(tmp_path, monkeypatch, images):

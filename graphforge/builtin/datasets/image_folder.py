@@ -7,6 +7,7 @@ Two layouts: ``ROOT/<class>/*.png`` (split here, seeded and stratified), or
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,8 @@ from graphforge.core.data import DataSplits, Split
 from graphforge.core.dataset import Dataset
 from graphforge.errors import ConfigError, DataError
 from graphforge.hookspecs import hookimpl
+
+log = logging.getLogger("graphforge")
 
 NAME = "image-folder"
 #: File extensions read as images (torchvision's ImageFolder list).
@@ -64,7 +67,17 @@ def list_classes(directory: Path) -> dict[str, list[Path]]:
     Raises:
         DataError: If there are no class folders, or a class folder has no images.
     """
-    classes = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    base = directory.resolve()
+    outside: list[Path] = []
+
+    def inside(p: Path) -> bool:
+        # Symbolic links may point anywhere; only what resolves inside the data folder is read.
+        ok = p.resolve().is_relative_to(base)
+        if not ok:
+            outside.append(p)
+        return ok
+
+    classes = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".") and inside(p))
     if not classes:
         raise DataError(
             f"{NAME}: {directory} has no class sub-folders (expected {directory}/<class>/<image>)"
@@ -74,13 +87,16 @@ def list_classes(directory: Path) -> dict[str, list[Path]]:
         images = sorted(
             p
             for p in folder.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and inside(p)
         )
         if not images:
             raise DataError(
                 f"{NAME}: class folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)})"
             )
         files[folder.name] = images
+    if outside:
+        log.warning("%s: skipped %d symbolic link(s) that point outside %s (e.g. %s)", NAME, len(outside), directory,
+                    outside[0])
     return files
 
 
