@@ -26,24 +26,14 @@ from graphforge.registry import KINDS, Entry, Registry
 ENTRY_POINT_GROUP = "graphforge"
 LOAD_PLUGINS_ENV = "GRAPHFORGE_LOAD_PLUGINS"
 
+#: The built-in plugins, registered exactly like third-party ones. Each is a light module
+#: that registers its objects by location ("module:Class"), so loading them imports no
+#: torch; the classes are imported when used (see :mod:`graphforge.registry`).
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "graphforge.builtin.datasets.digits",
-    "graphforge.builtin.datasets.mnist",
-    "graphforge.builtin.datasets.cifar10",
-    "graphforge.builtin.datasets.image_folder",
-    "graphforge.builtin.datasets.embeddings",
-    "graphforge.builtin.converters.none",
-    "graphforge.builtin.converters.dyn_knn",
-    "graphforge.builtin.converters.som",
-    "graphforge.builtin.converters.similarity",
-    "graphforge.builtin.models.mlp",
-    "graphforge.builtin.models.knn",
-    "graphforge.builtin.models.cnn",
-    "graphforge.builtin.models.gnn",
-    "graphforge.builtin.models.label_prop",
-    "graphforge.builtin.embedders.pixels",
-    "graphforge.builtin.embedders.backbones",
-    "graphforge.builtin.embedders.trained",
+    "graphforge.builtin.datasets",
+    "graphforge.builtin.converters",
+    "graphforge.builtin.models",
+    "graphforge.builtin.embedders",
     "graphforge.builtin.commands.bench",
     "graphforge.builtin.commands.similarity",
 )

@@ -1,8 +1,16 @@
-"""Registries of datasets, converters, models and embedders, filled by plugin hooks."""
+"""Registries of datasets, converters, models and embedders, filled by plugin hooks.
+
+A plugin registers each object with a name, a one-line description and either the class
+itself or *where it lives*: ``"package.module:ClassName"``. A class given by location is
+imported the first time something needs it (a run, ``list --json``'s options, a contract
+test), so ``graphforge --help``, ``list`` and ``plugins`` answer without importing torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +18,12 @@ from typing import Any
 from graphforge.errors import ConfigError, PluginError, UnknownPluginError
 
 KINDS = ("dataset", "converter", "model", "embedder")
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def is_target(value: Any) -> bool:
+    """Whether ``value`` is a ``"module:attribute"`` location string."""
+    return isinstance(value, str) and bool(_TARGET.match(value))
 
 
 @dataclass(frozen=True)
@@ -19,16 +33,56 @@ class Entry:
     Attributes:
         kind: ``"dataset"``, ``"converter"``, ``"model"`` or ``"embedder"``.
         name: The name users type (``--model sage``).
-        factory: Callable (usually a class) building an instance from options.
+        target: The factory (usually a class) building an instance from options, or its
+            location ``"module:attribute"`` (imported on first use of :attr:`factory`).
         plugin: Name of the plugin that registered it.
         description: One line shown by ``graphforge list``.
     """
 
     kind: str
     name: str
-    factory: Callable[..., Any]
+    target: Callable[..., Any] | str
     plugin: str
     description: str = ""
+    _loaded: list[Callable[..., Any]] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the factory is given by location and not imported yet."""
+        return isinstance(self.target, str) and not self._loaded
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        """The factory, imported from :attr:`target` on first use.
+
+        Raises:
+            PluginError: Naming the plugin if the location does not import or is not callable.
+        """
+        if not isinstance(self.target, str):
+            return self.target
+        if not self._loaded:
+            module_name, _, attr = self.target.partition(":")
+            try:
+                obj: Any = importlib.import_module(module_name)
+                for part in attr.split("."):
+                    obj = getattr(obj, part)
+            except Exception as exc:  # noqa: BLE001 - any failure of a plugin's import is the plugin's
+                raise PluginError(
+                    f"plugin {self.plugin!r} registered {self.kind} {self.name!r} at {self.target!r}, which failed "
+                    f"to load: {type(exc).__name__}: {exc}"
+                ) from None
+            if not callable(obj):
+                raise PluginError(f"plugin {self.plugin!r} registered {self.kind} {self.name!r} at {self.target!r}, "
+                                  f"which is not callable ({type(obj).__name__})")
+            self._loaded.append(obj)
+        return self._loaded[0]
+
+    @property
+    def location(self) -> str:
+        """``"module:attribute"`` of the factory (without importing it)."""
+        if isinstance(self.target, str):
+            return self.target
+        return f"{getattr(self.target, '__module__', '?')}:{getattr(self.target, '__qualname__', repr(self.target))}"
 
     def options(self) -> dict[str, Any]:
         """Return the keyword options the factory accepts, with their defaults.
@@ -73,7 +127,8 @@ class Entry:
         return obj
 
     def describe(self) -> str:
-        """Return the description, or the first line of the factory's docstring."""
+        """Return the description, or the first line of the factory's docstring (which
+        imports a lazily registered factory: give a description to avoid that)."""
         if self.description:
             return self.description
         doc = inspect.getdoc(self.factory) or ""
@@ -105,10 +160,15 @@ class Registry:
             raise PluginError(
                 f"plugin {entry.plugin!r} registered a {self.kind} with an invalid name {entry.name!r}"
             )
-        if not callable(entry.factory):
+        if isinstance(entry.target, str) and not is_target(entry.target):
+            raise PluginError(
+                f"plugin {entry.plugin!r} registered {self.kind} {entry.name!r} at {entry.target!r}; a location "
+                "must look like 'package.module:ClassName'"
+            )
+        if not isinstance(entry.target, str) and not callable(entry.target):
             raise PluginError(
                 f"plugin {entry.plugin!r} registered {self.kind} {entry.name!r} with a "
-                f"non-callable factory {entry.factory!r}"
+                f"non-callable factory {entry.target!r}"
             )
         old = self.entries.get(entry.name)
         if old is not None:

@@ -107,12 +107,54 @@ def test_plugins_json(runner):
     res = invoke(runner, ["plugins", "--all", "--json"])
     rows = json.loads(res.stdout)
     by_name = {r["name"]: r for r in rows}
-    mlp = by_name["graphforge.builtin.models.mlp"]
-    assert mlp["builtin"] and mlp["hooks"] == ["register_models"] and mlp["provides"] == {"models": ["mlp"]}
-    assert mlp["version"] == graphforge.__version__
+    models = by_name["graphforge.builtin.models"]
+    assert models["builtin"] and models["hooks"] == ["register_models"]
+    assert set(models["provides"]["models"]) >= {"mlp", "cnn", "knn", "sage", "gcn", "gat", "gin", "label_prop"}
+    assert models["version"] == graphforge.__version__
 
 
 def test_version_and_help(runner):
     assert graphforge.__version__ in invoke(runner, ["--version"]).stdout
     assert "Usage" in invoke(runner, ["-h"]).stdout
     assert "--converter" in invoke(runner, ["run", "--help"]).stdout
+
+
+def test_help_list_and_plugins_import_no_torch():
+    """``--help``, ``--version``, ``list`` and ``plugins`` answer from the plugins' registrations
+    (names, descriptions, where each class lives) without importing torch or PyG."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from graphforge.cli.main import main\n"
+        "for argv in (['--help'], ['--version'], ['list', 'models'], ['list', 'datasets'], ['plugins', '--all'],\n"
+        "             ['bench', '--help'], ['run', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code in (0, None), (argv, exc.code)\n"
+        "heavy = sorted(m for m in ('torch', 'torch_geometric', 'numpy', 'faiss', 'sklearn') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []", out.stdout[-2000:]
+
+
+def test_a_plugin_registering_by_location_loads_the_class_on_first_use(plugin_registered):
+    from graphforge.errors import PluginError
+    from graphforge.plugins import get_registry
+
+    class Lazy:
+        @graphforge.hookimpl
+        def register_models(self, register):
+            register("lazy-mlp", "graphforge.builtin.models.mlp:MLP", "an mlp registered by location")
+            register("broken-lazy", "graphforge_no_such_module.x:Model", "cannot load")
+
+    plugin_registered(Lazy(), "lazy-plugin")
+    entry = get_registry("model").get("lazy-mlp")
+    assert entry.describe() == "an mlp registered by location" and entry.location.endswith("mlp:MLP")
+    assert graphforge.get_model("lazy-mlp", hidden=8).hidden == 8
+    with pytest.raises(PluginError, match="plugin 'lazy-plugin' registered model 'broken-lazy' at "
+                                          "'graphforge_no_such_module.x:Model', which failed to load"):
+        graphforge.get_model("broken-lazy")

@@ -84,7 +84,7 @@ def test_two_plugins_claiming_one_name(plugin_registered):
             register("mlp", object)
 
     plugin_registered(Clash(), "clashing-plugin")
-    with pytest.raises(PluginError, match="'mlp' is claimed by two plugins: 'graphforge.builtin.models.mlp' and 'clashing-plugin'"):
+    with pytest.raises(PluginError, match="'mlp' is claimed by two plugins: 'graphforge.builtin.models' and 'clashing-plugin'"):
         graphforge.list_models()
 
 

@@ -170,10 +170,11 @@ def list_cmd(what: str, as_json: bool) -> None:
     """List the registered datasets, converters, models or embedders."""
     from graphforge.plugins import get_registry
 
-    entries = [_entry_dict(e) for e in get_registry(_KIND_OF_LISTING[what])]
-    if as_json:
-        click.echo(json.dumps(entries, indent=2))
+    registry = get_registry(_KIND_OF_LISTING[what])
+    if as_json:  # options and defaults: this imports each class
+        click.echo(json.dumps([_entry_dict(e) for e in registry], indent=2))
         return
+    entries = [{"name": e.name, "plugin": e.plugin, "description": e.describe()} for e in registry]
     width = max([len(e["name"]) for e in entries] + [4])
     pwidth = max([len(e["plugin"]) for e in entries] + [6])
     click.echo(f"{'name':<{width}}  {'plugin':<{pwidth}}  description")

@@ -32,14 +32,23 @@ PLOTS_DIR = "plots"
 
 
 def default_run_path(converter: str, model: str, base: str | Path = "runs") -> Path:
-    """Return ``runs/<timestamp>-<converter>-<model>``, suffixed if it already exists."""
+    """Return ``runs/<timestamp>-<converter>-<model>``, suffixed if it already exists.
+
+    Plugin names become one path component: anything but letters, digits, ``_``, ``-``
+    and ``+`` is replaced, so a name can never reach outside ``base``.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    converter, model = _path_safe(converter), _path_safe(model)
     path = Path(base) / f"{stamp}-{converter}-{model}"
     n = 2
     while path.exists():
         path = Path(base) / f"{stamp}-{converter}-{model}-{n}"
         n += 1
     return path
+
+
+def _path_safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-+" else "_" for ch in str(name)) or "_"
 
 
 def _only_skeleton(p: Path) -> bool:

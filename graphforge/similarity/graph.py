@@ -42,17 +42,12 @@ from graphforge.neighbors import (
     knn_recall,
     resolve_search_device,
 )
+from graphforge.similarity.options import GRAPH_CHOICE_OPTIONS, GRAPH_METRICS, MODES, WEIGHTS
 
 log = logging.getLogger("graphforge")
 
-#: The metrics of similarity graphs (canonical names; aliases such as ``l1`` work too).
-GRAPH_METRICS: tuple[str, ...] = ("cosine", "euclidean", "cityblock", "chord", "linf", "ip")
 #: Metrics whose score is a similarity (higher = closer); the others are distances.
 SIMILARITY_METRICS: frozenset[str] = frozenset(m for m in GRAPH_METRICS if get_metric(m).similarity)
-MODES: tuple[str, ...] = ("threshold", "knn", "mutual")
-WEIGHTS: tuple[str, ...] = ("similarity", "gaussian", "none")
-#: The options that pick one graph (metric and edge rule); commands that span many graphs refuse them.
-GRAPH_CHOICE_OPTIONS: tuple[str, ...] = ("metric", "mode", "threshold", "k")
 
 
 def graph_choice_options(options: dict[str, Any]) -> list[str]:

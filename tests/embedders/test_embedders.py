@@ -350,7 +350,7 @@ def test_cli_lists_embedders_and_their_hook():
     assert by_name["vgg16"]["kind"] == "embedder" and by_name["vgg16"]["options"]["layer"] == "penultimate"
     assert "vgg16" in runner.invoke(cli, ["list", "embedders"]).stdout
     plugins = json.loads(runner.invoke(cli, ["plugins", "--all", "--json"]).stdout)
-    backbones = {p["name"]: p for p in plugins}["graphforge.builtin.embedders.backbones"]
+    backbones = {p["name"]: p for p in plugins}["graphforge.builtin.embedders"]
     assert backbones["hooks"] == ["register_embedders"] and "resnet18" in backbones["provides"]["embedders"]
 
 

@@ -36,7 +36,50 @@ def _seed_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     return items
 
 
-@click.group()
+class LazyGroup(click.Group):
+    """A click group whose sub-commands named in ``lazy`` are imported only when used.
+
+    ``graphforge --help`` lists ``bench`` without importing any benchmark (they import torch,
+    FAISS and scikit-learn); ``graphforge bench X`` imports X's module.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})  # name -> ("module:attribute", one-line help)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            module_name, _, attr = self.lazy[cmd_name][0].partition(":")
+            self.add_command(getattr(importlib.import_module(module_name), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The listing of ``bench --help``, from the one-line helps (imports nothing)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy and name not in self.commands:
+                rows.append((name, self.lazy[name][1]))
+            else:
+                command = self.commands.get(name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, lazy={
+    "knn-classifier": ("graphforge.bench.knn_classifier:knn_classifier_command",
+                       "Exact kNN classifier against scikit-learn's brute force on the same data."),
+    "som": ("graphforge.bench.som:som_command", "SOM training: graphforge's torch SOM against MiniSom."),
+    "similarity": ("graphforge.bench.similarity:similarity_command",
+                   "Dataset-scale similarity graph against the raw FAISS search it wraps."),
+})
 def bench() -> None:
     """Benchmarks of graphforge's kernels against the usual alternatives."""
 
@@ -139,19 +182,6 @@ def bench_train(image_size: int, channels: int, batch_size: int, num_classes: in
         progress=lambda msg: click.echo(msg, err=True),
     )
     click.echo(train_bench.format_table(results))
-
-
-def _attach_commands() -> None:
-    from graphforge.bench.knn_classifier import knn_classifier_command
-    from graphforge.bench.similarity import similarity_command
-    from graphforge.bench.som import som_command
-
-    bench.add_command(knn_classifier_command)
-    bench.add_command(som_command)
-    bench.add_command(similarity_command)
-
-
-_attach_commands()
 
 
 @hookimpl

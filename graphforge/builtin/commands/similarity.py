@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from graphforge.hookspecs import hookimpl
-from graphforge.similarity.graph import GRAPH_METRICS, MODES
+from graphforge.similarity.options import GRAPH_METRICS, MODES
 
 
 def _default_out(kind: str) -> Path:
@@ -34,7 +34,10 @@ def _parse_options(options: tuple[str, ...]) -> dict[str, Any]:
     return dict(parse_option(o) for o in options)
 
 
-_metric_choice = click.Choice(GRAPH_METRICS)
+#: Metric names are checked where they are used (graphforge.neighbors.metrics), so every
+#: alias works here too (l2, l1, manhattan, chebyshev, ...).
+_metric_choice = click.STRING
+_METRIC_NAMES = ", ".join(GRAPH_METRICS)
 
 
 @click.command("scores")
@@ -44,7 +47,7 @@ _metric_choice = click.Choice(GRAPH_METRICS)
               help="Dataset option or embedding option of the similarity converter (embedder, "
                    "embedder_options, cache, ...); repeatable.")
 @click.option("--metric", "metrics", multiple=True, type=_metric_choice,
-              help="Metric to study (repeatable; default: all six).")
+              help=f"Metric to study (repeatable; default: all six: {_METRIC_NAMES}; aliases such as l2, l1 work).")
 @click.option("--pairs", type=click.IntRange(min=1), default=200_000, show_default=True,
               help="Pairs per sample: every pair when there are no more, else a uniform sample of distinct pairs.")
 @click.option("--target-degree", type=click.FloatRange(min=0), help="Estimate each metric's threshold for this mean degree.")
@@ -98,7 +101,8 @@ def scores(dataset: str, data_root: Path | None, options: tuple[str, ...], metri
 @click.option("--data-root", type=click.Path(path_type=Path), help="Directory or file holding the dataset.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Plugin option passed to every run (repeatable).")
-@click.option("--metric", "metrics", multiple=True, type=_metric_choice, help="Metric (repeatable) [default: cosine].")
+@click.option("--metric", "metrics", multiple=True, type=_metric_choice,
+              help=f"Metric (repeatable) [default: cosine]: {_METRIC_NAMES} or an alias (l2, l1, ...).")
 @click.option("--threshold", "thresholds", multiple=True, type=float,
               help="Threshold (repeatable): similarity >= t for cosine / ip, distance <= t for the others.")
 @click.option("--k", "ks", multiple=True, type=click.IntRange(min=1), help="Neighbours per node (repeatable).")

@@ -35,7 +35,6 @@ from graphforge.checks import check_float
 from graphforge.core.converter import Converter
 from graphforge.core.data import InputSpec
 from graphforge.errors import ConfigError
-from graphforge.hookspecs import hookimpl
 from graphforge.neighbors.metrics import get_metric, list_metrics
 
 #: The metrics the native op has kernels for (canonical names; aliases work too).
@@ -266,8 +265,3 @@ class DynKNN(Converter):
         if not rows:
             return []
         return [plot_k_distribution(rows, plot_dir / "k_distribution.png")]
-
-
-@hookimpl
-def register_converters(register):  # type: ignore[no-untyped-def]
-    register("dyn_knn", DynKNN, "images -> per-image KNN graphs of CNN features with a learned k for each image")

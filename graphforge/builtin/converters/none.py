@@ -6,7 +6,6 @@ from torch import nn
 
 from graphforge.core.converter import Converter
 from graphforge.core.data import InputSpec
-from graphforge.hookspecs import hookimpl
 
 
 class NoGraph(Converter):
@@ -23,8 +22,3 @@ class NoGraph(Converter):
     def build(self, spec: InputSpec) -> nn.Module:
         """Return ``nn.Identity()``."""
         return nn.Identity()
-
-
-@hookimpl
-def register_converters(register):  # type: ignore[no-untyped-def]
-    register("none", NoGraph, "no graph: feed images or vectors to the model as they are")

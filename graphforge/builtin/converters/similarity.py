@@ -37,7 +37,6 @@ from graphforge.core.converter import Converter
 from graphforge.core.data import DataSplits, InputSpec
 from graphforge.core.embedder import Embedder
 from graphforge.errors import ConfigError, DataError
-from graphforge.hookspecs import hookimpl
 from graphforge.neighbors import BACKENDS, as_float_matrix
 from graphforge.similarity.graph import (
     SimilarityGraph,
@@ -261,9 +260,3 @@ class Similarity(Converter):
         path = plot_dir / "degree_distribution.png"
         plot_degree_distribution(degree, path, f"similarity graph: {self.metric}, {what}")
         return [path]
-
-
-@hookimpl
-def register_converters(register):  # type: ignore[no-untyped-def]
-    register("similarity", Similarity,
-             "one graph over the dataset: samples joined by embedding similarity (threshold, kNN, mutual kNN; FAISS)")

@@ -74,7 +74,6 @@ from torch import Tensor, nn
 from graphforge.core.converter import Converter
 from graphforge.core.data import DataSplits, InputSpec
 from graphforge.errors import ConfigError
-from graphforge.hookspecs import hookimpl
 from graphforge.som import select as som_select_rules
 from graphforge.som.som import SelfOrganizingMap
 
@@ -443,9 +442,3 @@ class SOMSelect(_SOMConverter):
         if self._som is None:
             return []
         return self._write_map_plots(plot_dir, self.selection, self._selected)
-
-
-@hookimpl
-def register_converters(register):  # type: ignore[no-untyped-def]
-    register("som", SOM, "Kohonen self-organising map as a graph of neurons; samples map to their best-matching unit")
-    register("som_select", SOMSelect, "feature selection from a Kohonen self-organising map's weights (SOM + kNN)")

@@ -22,7 +22,6 @@ from graphforge.builtin.datasets._common import (
 from graphforge.core.data import DataSplits, Split
 from graphforge.core.dataset import Dataset
 from graphforge.errors import DataError
-from graphforge.hookspecs import hookimpl
 
 NAME = "cifar10"
 FOLDER = "cifar-10-batches-py"
@@ -211,9 +210,3 @@ def _download(root: Path) -> None:
             f"{NAME}: download into {root} failed ({type(exc).__name__}: {exc}); "
             f"fetch the files yourself and pass --data-root DIR"
         ) from exc
-
-
-@hookimpl
-def register_datasets(register: Any) -> None:
-    """Register ``cifar10``."""
-    register(NAME, Cifar10, "CIFAR-10 colour images, 32x32, 10 classes (torchvision files)")

@@ -10,7 +10,6 @@ import torch
 from graphforge.builtin.datasets._common import parse_fractions, split_three
 from graphforge.core.data import DataSplits, Split
 from graphforge.core.dataset import Dataset
-from graphforge.hookspecs import hookimpl
 
 NAME = "digits"
 
@@ -55,9 +54,3 @@ class Digits(Dataset):
             NAME, Split(x, y), self.val_fraction, self.test_fraction, seed, class_names
         )
         return DataSplits(train, val, test, len(class_names), "images", class_names, NAME)
-
-
-@hookimpl
-def register_datasets(register: Any) -> None:
-    """Register ``digits``."""
-    register(NAME, Digits, "scikit-learn's bundled 8x8 digits (offline default)")

@@ -20,7 +20,6 @@ from graphforge.builtin.datasets.tables import TABLE_SUFFIXES, Table, read_table
 from graphforge.core.data import DataSplits, Split
 from graphforge.core.dataset import Dataset
 from graphforge.errors import ConfigError, DataError
-from graphforge.hookspecs import hookimpl
 
 NAME = "embeddings"
 SPLIT_VALUES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -300,13 +299,3 @@ class Embeddings(Dataset):
                 NAME, parts["train"], self.val_fraction, seed, names
             )
         return parts["train"], parts["val"], parts["test"]
-
-
-@hookimpl
-def register_datasets(register: Any) -> None:
-    """Register ``embeddings``."""
-    register(
-        NAME,
-        Embeddings,
-        "feature vectors from a CSV / Parquet / NPY / NPZ table with a label column",
-    )

@@ -24,7 +24,6 @@ from graphforge.builtin.datasets._common import (
 from graphforge.core.data import DataSplits, Split
 from graphforge.core.dataset import Dataset
 from graphforge.errors import ConfigError, DataError
-from graphforge.hookspecs import hookimpl
 
 log = logging.getLogger("graphforge")
 
@@ -244,9 +243,3 @@ class ImageFolder(Dataset):
                     f"{tuple(train.x.shape[1:])}; set the size option to resize"
                 )
         return DataSplits(train, val, test, len(names), "images", names, NAME)
-
-
-@hookimpl
-def register_datasets(register: Any) -> None:
-    """Register ``image-folder``."""
-    register(NAME, ImageFolder, "images in one sub-folder per class (PIL), resized to size x size")

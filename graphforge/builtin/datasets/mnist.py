@@ -11,7 +11,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,7 +26,6 @@ from graphforge.builtin.datasets.idx import read_idx_images, read_idx_labels
 from graphforge.core.data import DataSplits, Split
 from graphforge.core.dataset import Dataset
 from graphforge.errors import DataError
-from graphforge.hookspecs import hookimpl
 
 _DIGITS = tuple(string.digits)
 # EMNIST balanced / bymerge merge the lowercase letters that look like their capitals.
@@ -310,10 +309,3 @@ DATASETS: tuple[type[MnistFamily], ...] = (
     EmnistDigits,
     EmnistMnist,
 )
-
-
-@hookimpl
-def register_datasets(register: Any) -> None:
-    """Register the MNIST family: ``mnist``, ``fashion-mnist``, ``kmnist``, ``emnist-*``."""
-    for cls in DATASETS:
-        register(cls.variant.name, cls, (cls.__doc__ or "").splitlines()[0].rstrip("."))

@@ -25,25 +25,12 @@ from graphforge.checks import check_int
 from graphforge.core.data import InputSpec
 from graphforge.core.embedder import Embedder
 from graphforge.errors import ConfigError, DataError, GraphforgeError
-from graphforge.hookspecs import hookimpl
 
 log = logging.getLogger("graphforge")
 
 #: Registered architectures (torchvision names) and what they are.
-ARCHITECTURES: dict[str, str] = {
-    "resnet18": "ResNet-18 (512-d features)",
-    "resnet34": "ResNet-34 (512-d features)",
-    "resnet50": "ResNet-50 (2048-d features)",
-    "resnet101": "ResNet-101 (2048-d features)",
-    "vgg11": "VGG-11 (4096-d fc7 features, or 512-d pooled)",
-    "vgg16": "VGG-16 (4096-d fc7 features, or 512-d pooled)",
-    "vgg19": "VGG-19 (4096-d fc7 features, or 512-d pooled)",
-    "densenet121": "DenseNet-121 (1024-d features)",
-    "mobilenet_v3_small": "MobileNetV3-Small (1024-d features, or 576-d pooled)",
-    "mobilenet_v3_large": "MobileNetV3-Large (1280-d features, or 960-d pooled)",
-    "efficientnet_b0": "EfficientNet-B0 (1280-d features)",
-    "convnext_tiny": "ConvNeXt-Tiny (768-d features)",
-}
+from graphforge.builtin.embedders import ARCHITECTURES  # noqa: E402  (names live with the plugin)
+
 #: Which activations to return (see :class:`Backbone`).
 LAYERS = ("penultimate", "pooled")
 #: ``weights`` values naming torchvision's recommended pretrained weights.
@@ -395,9 +382,3 @@ def _backbone_class(arch: str) -> type[Backbone]:
 #: One :class:`Backbone` subclass per architecture, by name.
 BACKBONES: dict[str, type[Backbone]] = {arch: _backbone_class(arch) for arch in ARCHITECTURES}
 globals().update({cls.__name__: cls for cls in BACKBONES.values()})  # picklable by name
-
-
-@hookimpl
-def register_embedders(register):  # type: ignore[no-untyped-def]
-    for arch, cls in BACKBONES.items():
-        register(arch, cls, f"{ARCHITECTURES[arch]}; weights=FILE, imagenet or random")

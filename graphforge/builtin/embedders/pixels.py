@@ -6,7 +6,6 @@ import torch
 
 from graphforge.core.data import InputSpec
 from graphforge.core.embedder import Embedder
-from graphforge.hookspecs import hookimpl
 
 
 class Pixels(Embedder):
@@ -40,8 +39,3 @@ class Pixels(Embedder):
         if self.normalize:
             out = torch.nn.functional.normalize(out, dim=1)
         return out if out.data_ptr() != x.data_ptr() else out.clone()  # never alias the dataset
-
-
-@hookimpl
-def register_embedders(register):  # type: ignore[no-untyped-def]
-    register("pixels", Pixels, "raw pixels (or vectors) flattened, uint8 scaled to [0, 1]")

@@ -12,7 +12,6 @@ from torch import nn
 from graphforge.core.data import InputSpec
 from graphforge.core.embedder import Embedder
 from graphforge.errors import ConfigError, DataError
-from graphforge.hookspecs import hookimpl
 
 
 def _file_digest(path: Path) -> str:
@@ -120,8 +119,3 @@ class Trained(Embedder):
                 raise DataError(f"embedder 'trained': {ckpt} is missing")
             self._digest = _file_digest(ckpt)
         return {**super().cache_key(), "checkpoint_sha256": self._digest}
-
-
-@hookimpl
-def register_embedders(register):  # type: ignore[no-untyped-def]
-    register("trained", Trained, "penultimate features of a network graphforge trained (-o embedder_options={run: DIR})")

@@ -10,7 +10,6 @@ from torch import nn
 from graphforge.core.data import InputSpec
 from graphforge.core.model import Model
 from graphforge.errors import ConfigError
-from graphforge.hookspecs import hookimpl
 
 #: A block only pools while both sides of its output would stay at least this large,
 #: so 8x8 digits pool once (8 -> 4) and 28x28 images twice (28 -> 14 -> 7).
@@ -136,8 +135,3 @@ class CNN(Model):
                 "use the mlp model for such small inputs"
             )
         return CNNNet(c, h, w, self.channels, num_classes, self.kernel_size, self.dropout, self.convs_per_block)
-
-
-@hookimpl
-def register_models(register):  # type: ignore[no-untyped-def]
-    register("cnn", CNN, "small convolutional network for images of any size and channel count")

@@ -29,7 +29,6 @@ from graphforge.engine.sampling import (
     default_fanout,
 )
 from graphforge.errors import ConfigError
-from graphforge.hookspecs import hookimpl
 from graphforge.nn import WeightedGINConv, WeightedSAGEConv
 
 _POOLS = {"mean": global_mean_pool, "max": global_max_pool, "sum": global_add_pool}
@@ -243,11 +242,3 @@ class GIN(GNNModel):
     """Graph isomorphism network with edge-weighted sums."""
 
     conv = "gin"
-
-
-@hookimpl
-def register_models(register):  # type: ignore[no-untyped-def]
-    register("sage", SAGE, "GraphSAGE (edge-weighted mean/sum/max aggregation), graph or node classification")
-    register("gcn", GCN, "graph convolutional network using edge weights, graph or node classification")
-    register("gat", GAT, "graph attention network (edge weight as edge feature), graph or node classification")
-    register("gin", GIN, "graph isomorphism network with edge-weighted sums, graph or node classification")

@@ -21,7 +21,6 @@ from graphforge.checks import check_int
 from graphforge.core.data import DataSplits
 from graphforge.core.model import FitModel
 from graphforge.errors import ConfigError
-from graphforge.hookspecs import hookimpl
 from graphforge.neighbors.classifier import WEIGHTS, KNNClassifier, neighbor_weights, vote
 from graphforge.neighbors.metrics import canonical_metric
 
@@ -162,8 +161,3 @@ def _write_sweep(rows: list[dict[str, Any]], rundir: Any, title: str) -> None:
     ax.legend()
     (path / "plots").mkdir(exist_ok=True)
     save_figure(fig, path / "plots" / "k_sweep.png")
-
-
-@hookimpl
-def register_models(register):  # type: ignore[no-untyped-def]
-    register("knn", KNN, "exact k-nearest-neighbour classifier (any metric: euclidean, cosine, L1, ...); k sweeps in one search")

@@ -23,7 +23,6 @@ import torch
 from graphforge.checks import check_int
 from graphforge.core.model import GraphFitModel
 from graphforge.errors import ConfigError, DataError
-from graphforge.hookspecs import hookimpl
 
 
 def _check_alpha(alpha: Any) -> float:
@@ -224,9 +223,3 @@ class LabelPropagation(GraphFitModel):
         self._proba = state["proba"]
         self._iterations_run = int(state.get("iterations_run", 0))
         self._unreached = int(state.get("unreached", 0))
-
-
-@hookimpl
-def register_models(register):  # type: ignore[no-untyped-def]
-    register("label_prop", LabelPropagation,
-             "label spreading (Zhou et al.) over a dataset graph: the no-training graph baseline")

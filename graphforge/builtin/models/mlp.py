@@ -16,7 +16,6 @@ from torch import nn
 
 from graphforge.core.data import InputSpec
 from graphforge.core.model import Model
-from graphforge.hookspecs import hookimpl
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -127,8 +126,3 @@ class MLP(Model):
         """Return an :class:`MLPNet` for ``spec`` (wrapped in a :class:`NodeMLP` for ``graph`` input)."""
         net = MLPNet(spec.num_features, self._widths, num_classes, self.dropout, self.activation, self.norm)
         return NodeMLP(net) if spec.kind == "graph" else net
-
-
-@hookimpl
-def register_models(register):  # type: ignore[no-untyped-def]
-    register("mlp", MLP, "fully connected baseline on flattened images or vectors, or on a dataset graph's node features")
