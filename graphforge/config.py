@@ -46,6 +46,8 @@ class RunConfig:
         limit_train: Keep a seeded stratified subset of this many training samples.
         limit_test: Keep at most this many validation and test samples (stratified).
         plots: Draw the run's plots (confusion matrix, learning curves, plugin plots).
+        threads: CPU threads for torch and the native kernels (default: the CPUs this
+            process may use: affinity mask and cgroup quota; see docs/threads.md).
     """
 
     dataset: str = "digits"
@@ -66,6 +68,7 @@ class RunConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     plots: bool = True
+    threads: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first impossible value."""
@@ -79,6 +82,7 @@ class RunConfig:
         check_int(self.seed, "seed", minimum=0)
         check_int(self.limit_train, "limit_train", minimum=1, optional=True)
         check_int(self.limit_test, "limit_test", minimum=1, optional=True)
+        check_int(self.threads, "threads", minimum=1, optional=True)
         check_float(self.lr, "lr", minimum=0.0, exclusive_minimum=True, optional=True)
         check_float(self.weight_decay, "weight_decay", minimum=0.0)
         if self.lr_schedule not in LR_SCHEDULES:

@@ -132,3 +132,57 @@ def format_table(results: list[TrainBenchResult], epoch_images: int = 124_800) -
                      f"{r.epoch_seconds(epoch_images):10.1f} {tx:8.2f} {ix:8.2f} {r.mean_k:7.2f}")
     lines.append(f"epoch = {epoch_images:,} images (EMNIST Letters train); x = speed-up over the reference path")
     return "\n".join(lines)
+
+
+# --- contention: the Quickstart job idle and next to busy processes ---------------------------
+#: A neighbour that keeps one core busy (pure Python: no threads of its own).
+_BUSY_LOOP = "while True:\n    pass\n"
+
+
+def _quickstart_seconds(epochs: int, env: dict[str, str], extra: list[str]) -> tuple[float, float]:
+    """``(train seconds, wall seconds)`` of ``graphforge run --converter dyn_knn --model sage`` in a new process."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory(prefix="graphforge-contend-") as tmp:
+        cmd = [sys.executable, "-m", "graphforge", "run", "--converter", "dyn_knn", "--model", "sage",
+               "--epochs", str(epochs), "--no-plots", "--json", "-q", "--out", f"{tmp}/run", *extra]
+        start = time.perf_counter()
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600, check=True)
+        wall = time.perf_counter() - start
+    return float(json.loads(out.stdout)["train_seconds"]), wall
+
+
+def run_contention_benchmark(contend: int, *, epochs: int = 5, repeats: int = 3,
+                             threads: int | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Quickstart job (digits, ``dyn_knn`` + ``sage``) idle, then beside ``contend`` busy processes.
+
+    Returns:
+        Medians of training and wall seconds for both, and their ratios (contended / idle).
+    """
+    import os
+    import statistics
+    import subprocess
+    import sys
+
+    env = {**os.environ, **(env or {})}
+    extra = ["--threads", str(threads)] if threads else []
+    idle = [_quickstart_seconds(epochs, env, extra) for _ in range(repeats)]
+    neighbours = [subprocess.Popen([sys.executable, "-c", _BUSY_LOOP]) for _ in range(contend)]
+    try:
+        busy = [_quickstart_seconds(epochs, env, extra) for _ in range(repeats)]
+    finally:
+        for p in neighbours:
+            p.kill()
+            p.wait()
+    med = {name: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+           for name, runs in (("idle", idle), ("busy", busy))}
+    return {
+        "contend": contend, "epochs": epochs, "repeats": repeats, "threads": threads,
+        "idle_train_s": med["idle"][0], "idle_wall_s": med["idle"][1],
+        "busy_train_s": med["busy"][0], "busy_wall_s": med["busy"][1],
+        "train_ratio": med["busy"][0] / med["idle"][0], "wall_ratio": med["busy"][1] / med["idle"][1],
+    }

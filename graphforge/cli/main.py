@@ -98,6 +98,8 @@ def cli() -> None:
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
               help="Continue a stopped run from its directory (--epochs may extend it).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the run's plots.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads [the CPUs this process may use: affinity and cgroup quota].")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.pass_context

@@ -39,6 +39,7 @@ from graphforge.engine.families import (  # noqa: F401  (build_network, sample_f
 from graphforge.engine.metrics import report_text, summarize
 from graphforge.engine.rundir import RunDirectory, default_run_path
 from graphforge.engine.runtime import resolve_device, seed_everything
+from graphforge.engine.threads import configure_threads
 from graphforge.errors import ConfigError, GraphforgeError
 from graphforge.io import write_json, write_text
 from graphforge.plugins import get_registry
@@ -246,6 +247,7 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
             config = saved
         plan = plan_run(config)
         cfg = plan.config
+        configure_threads(cfg.threads)
         seed_everything(cfg.seed)
         data = load_data(plan)
         spec = data.spec

@@ -160,9 +160,30 @@ def bench_knn(
               help="KNN paths to measure (repeatable; default both).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="dyn_knn or sage option, e.g. -o k_max=12 -o hidden=128.")
+@click.option("--contend", type=click.IntRange(min=0), default=None,
+              help="Instead: time the Quickstart job idle and beside N busy processes (medians, ratio).")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="With --contend.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="With --contend.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="With --contend: the job's --threads.")
 def bench_train(image_size: int, channels: int, batch_size: int, num_classes: int, steps: int, warmup: int,
-                device: str, backends: tuple[str, ...], options: tuple[str, ...]) -> None:
-    """dyn_knn + sage training and inference images/s: native KNN op vs pure PyTorch."""
+                device: str, backends: tuple[str, ...], options: tuple[str, ...], contend: int | None,
+                epochs: int, repeats: int, threads: int | None) -> None:
+    """dyn_knn + sage training and inference images/s: native KNN op vs pure PyTorch.
+
+    With --contend N: the Quickstart job (digits) run idle and beside N busy processes.
+    """
+    if contend is not None:
+        import json
+
+        from graphforge.bench import train as train_bench
+
+        result = train_bench.run_contention_benchmark(contend, epochs=epochs, repeats=repeats, threads=threads)
+        click.echo(f"Quickstart job, {epochs} epochs, median of {repeats}: idle train {result['idle_train_s']:.2f} s "
+                   f"(wall {result['idle_wall_s']:.2f} s); beside {contend} busy process(es) train "
+                   f"{result['busy_train_s']:.2f} s (wall {result['busy_wall_s']:.2f} s): "
+                   f"{result['train_ratio']:.2f}x train, {result['wall_ratio']:.2f}x wall")
+        click.echo(json.dumps(result))
+        return
     import torch
 
     from graphforge.bench import train as train_bench
