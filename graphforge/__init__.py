@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         Model,
         Split,
     )
+    from graphforge.graphs import build_graph, load_graph, save_graph
     from graphforge.hookspecs import hookimpl
 
 _LOCATIONS: dict[str, str] = {
@@ -54,6 +55,7 @@ _LOCATIONS: dict[str, str] = {
     **dict.fromkeys(("Converter", "Dataset", "DataSplits", "Embedder", "FitModel", "GraphFitModel", "InputSpec",
                      "Model", "Split"), "graphforge.core"),
     "hookimpl": "graphforge.hookspecs",
+    **dict.fromkeys(("build_graph", "load_graph", "save_graph"), "graphforge.graphs"),
 }
 
 
@@ -93,6 +95,7 @@ __all__ = [
     "Split",
     "UnknownPluginError",
     "__version__",
+    "build_graph",
     "get_converter",
     "get_dataset",
     "get_embedder",
@@ -102,6 +105,8 @@ __all__ = [
     "list_datasets",
     "list_embedders",
     "list_models",
+    "load_graph",
     "load_run",
     "run",
+    "save_graph",
 ]

@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "graphforge.builtin.embedders",
     "graphforge.builtin.commands.bench",
     "graphforge.builtin.commands.similarity",
+    "graphforge.builtin.commands.graph",
 )
 
 _HOOK_OF_KIND = {

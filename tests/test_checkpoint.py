@@ -71,7 +71,7 @@ def test_a_malicious_checkpoint_is_refused_and_runs_nothing(mlp_run, tmp_path):
 def test_corrupt_and_foreign_checkpoints_are_one_line_errors(mlp_run, tmp_path):
     bad = tmp_path / "truncated.pt"
     bad.write_bytes((mlp_run / "checkpoint.pt").read_bytes()[:100])
-    with pytest.raises(DataError, match="cannot read checkpoint"):
+    with pytest.raises(DataError, match="cannot read .*truncated.pt"):
         safe_load(bad)
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(DataError, match="not a graphforge checkpoint"):

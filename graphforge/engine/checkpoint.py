@@ -58,15 +58,14 @@ def safe_load(path: str | Path) -> Any:
     except pickle.UnpicklingError as exc:
         text = str(exc)
         found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found or "Unsupported" in text:
-            what = f" ({found.group(1)})" if found else ""
-            raise DataError(f"refusing to load {path}: it holds a Python object{what} besides tensors and plain "
-                            "data, which could run code when unpickled; graphforge checkpoints never do, so the "
-                            "file is damaged or not from graphforge") from None
-        raise DataError(f"cannot read checkpoint {path}: {' '.join(text.splitlines()[0].split())}") from None
+        if found:
+            raise DataError(f"refusing to load {path}: it holds a Python object ({found.group(1)}) besides tensors "
+                            "and plain data, which could run code when unpickled; graphforge's files never do, so "
+                            "the file is damaged or not from graphforge") from None
+        raise DataError(f"cannot read {path}: it is damaged or not a torch file") from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
         reason = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
-        raise DataError(f"cannot read checkpoint {path}: {reason}") from None
+        raise DataError(f"cannot read {path}: {reason}") from None
 
 
 def make_checkpoint(family: str, meta: dict[str, Any], state: dict[str, Any], *, epoch: int = 1,

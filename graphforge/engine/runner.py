@@ -201,6 +201,16 @@ def _finish(
     return metrics
 
 
+def _graph_metrics(graph: Any) -> dict[str, Any]:
+    """What makes the run's dataset graph good or bad (:func:`graphforge.graphs.graph_stats`):
+    ``graph_stats`` in full, edge and adjusted homophily also at the top level."""
+    from graphforge.graphs.stats import graph_stats
+
+    stats = graph_stats(graph)
+    return {"graph_stats": stats, "graph_edge_homophily": stats.get("edge_homophily"),
+            "graph_adjusted_homophily": stats.get("adjusted_homophily")}
+
+
 class Terminated(KeyboardInterrupt):
     """The run got SIGTERM (recorded as ``interrupted``, like Ctrl-C; ``--resume`` continues it)."""
 
@@ -282,6 +292,8 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
         try:
             with _terminate_as_interrupt():
                 results, history, extra = family.train(job, rundir, resume=resume is not None, progress=progress)
+                if graph is not None:
+                    extra.update(_graph_metrics(graph))
                 metrics = _finish(plan, rundir, data, results, history, extra)
         except KeyboardInterrupt as exc:
             rundir.write_status("interrupted", signal="SIGTERM" if isinstance(exc, Terminated) else "SIGINT")

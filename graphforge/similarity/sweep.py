@@ -46,8 +46,10 @@ log = logging.getLogger("graphforge.sweep")
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "metric", "mode", "threshold", "k", "seed", "model", "edges", "mean_degree", "isolated_nodes",
-    "val_accuracy", "test_accuracy", "seconds", "status", "error",
+    "edge_homophily", "adjusted_homophily", "val_accuracy", "test_accuracy", "seconds", "status", "error",
 )
+#: The columns of sweeps written before the homophily columns (read, then rewritten with them).
+_LEGACY_COLUMNS: tuple[str, ...] = tuple(c for c in RESULT_COLUMNS if not c.endswith("homophily"))
 #: Figures averaged over seeds in the summary.
 SUMMARY_FIGURES: tuple[str, ...] = ("val_accuracy", "test_accuracy", "edges", "mean_degree", "isolated_nodes")
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -177,10 +179,13 @@ class ResultsFile:
             write_text(self.path, self._header())
             return []
         reader = csv.DictReader(io.StringIO(text))
-        if tuple(reader.fieldnames or ()) != RESULT_COLUMNS:
+        legacy = tuple(reader.fieldnames or ()) == _LEGACY_COLUMNS
+        if tuple(reader.fieldnames or ()) != RESULT_COLUMNS and not legacy:
             raise DataError(f"{self.path} does not have the columns of a sweep's results: expected "
                             f"{','.join(RESULT_COLUMNS)}, found {','.join(reader.fieldnames or ())}")
         rows = list(reader)
+        if legacy:  # an older sweep: same rows, with the (empty) homophily columns added
+            self.rewrite(rows)
         seen: dict[SweepKey, int] = {}
         for n, row in enumerate(rows, start=2):
             key = _key_of_row(row, n)
@@ -415,6 +420,8 @@ def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str
     m = result.metrics
     row.update(edges=_number_text(m.get("graph_edges")), mean_degree=_number_text(m.get("graph_mean_degree")),
                isolated_nodes=_number_text(m.get("graph_isolated_nodes")),
+               edge_homophily=_number_text(m.get("graph_edge_homophily")),
+               adjusted_homophily=_number_text(m.get("graph_adjusted_homophily")),
                val_accuracy=_number_text(m["val_accuracy"]), test_accuracy=_number_text(m["test_accuracy"]),
                seconds=f"{time.perf_counter() - start:.3f}", status="ok", error="")
     return row
