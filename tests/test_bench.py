@@ -115,3 +115,13 @@ def test_bench_results_quick_on_real_mnist(runner, tmp_path):
     assert again.exit_code == 0 and len(list(csv.DictReader((out / "runs.csv").open()))) == 3
     bad = runner.invoke(cli, ["bench", "results", "--data-root", str(tmp_path), "--group", "mnist-som"])
     assert bad.exit_code == 1 and "has no MNIST folder" in bad.output
+
+
+def test_bench_startup_table(runner):
+    res = runner.invoke(cli, ["bench", "startup", "--repeats", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r["command"] for r in rows][:3] == ["python -c 'import torch'", "graphforge --help", "graphforge --version"]
+    assert all(r["seconds"] > 0 for r in rows)
+    help_row = next(r for r in rows if r["command"] == "graphforge --help")
+    assert help_row["vs_import_torch"] < 1  # --help imports no torch, so it beats importing it

@@ -239,3 +239,16 @@ def bench_results(data_root: str, out: str, groups: tuple[str, ...], seeds: tupl
     click.echo((files[-1]).read_text(encoding="utf-8"))
     for f in files:
         click.echo(f"wrote {f}", err=True)
+
+
+@bench.command("startup")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Fresh processes per command.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows.")
+def bench_startup(repeats: int, as_json: bool) -> None:
+    """CLI start-up: --help, --version, list, plugins against `python -c "import torch"`."""
+    import json
+
+    from graphforge.bench.startup import format_table, run_startup_benchmark
+
+    rows = run_startup_benchmark(repeats)
+    click.echo(json.dumps(rows) if as_json else format_table(rows))
