@@ -228,3 +228,13 @@ def test_converter_fit_and_report_hooks(tmp_path, plugin_registered):
     r = graphforge.run("mean-centre", "mlp", out=str(tmp_path / "m"), **FAST)
     assert r.metrics["fitted_on"] == 300
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["fitted_on"] == 300
+
+
+def test_runs_without_a_validation_split(tmp_path):
+    """val_fraction=0: nothing to choose by, so the last epoch is kept and val_accuracy is None."""
+    r = graphforge.run("none", "mlp", epochs=3, out=str(tmp_path / "noval"), plots=False,
+                       options={"val_fraction": 0})
+    assert r.metrics["val_accuracy"] is None and r.metrics["num_val"] == 0
+    assert r.metrics["best_epoch"] == 3 and r.metrics["test_accuracy"] > 0.8
+    knn = graphforge.run("none", "knn", out=str(tmp_path / "knn"), plots=False, options={"val_fraction": 0, "k": 3})
+    assert knn.metrics["val_accuracy"] is None and knn.metrics["test_accuracy"] > 0.9

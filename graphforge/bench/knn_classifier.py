@@ -136,6 +136,70 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- whole processes on real files ------------------------------------------------------
+#: The scikit-learn side of ``--real``: a plain script a user would write (read the IDX
+#: files, scale to [0, 1], KNeighborsClassifier(k).fit().predict()).
+SKLEARN_SCRIPT = """
+import gzip, sys, numpy as np
+from pathlib import Path
+from sklearn.neighbors import KNeighborsClassifier
+raw = Path(sys.argv[1]) / sys.argv[2] / "raw"
+def images(name):
+    with gzip.open(raw / name) as f:
+        data = f.read()
+    return np.frombuffer(data, np.uint8, offset=16).reshape(-1, 784).astype(np.float32) / 255.0
+def labels(name):
+    with gzip.open(raw / name) as f:
+        return np.frombuffer(f.read(), np.uint8, offset=8)
+x, y = images("train-images-idx3-ubyte.gz"), labels("train-labels-idx1-ubyte.gz")
+xt, yt = images("t10k-images-idx3-ubyte.gz"), labels("t10k-labels-idx1-ubyte.gz")
+pred = KNeighborsClassifier(n_neighbors=int(sys.argv[3]), algorithm="brute").fit(x, y).predict(xt)
+print((pred == yt).mean())
+"""
+_FOLDERS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
+
+
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    import subprocess
+
+    start = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=3600, env=env)
+    return time.perf_counter() - start, out.stdout
+
+
+def run_real_knn_benchmark(root: str, dataset: str = "fashion-mnist", k: int = 5, repeats: int = 1,
+                           log: Any = None) -> dict[str, Any]:
+    """Whole processes on real IDX files: ``graphforge run ... --model knn`` against a scikit-learn script.
+
+    graphforge runs with ``-o val_fraction=0`` so both search the same test images against
+    the same training images (no validation search), and must reach the same accuracy.
+    """
+    import os
+    import sys
+    import tempfile
+
+    say = log or (lambda msg: click.echo(msg, err=True))
+    folder = _FOLDERS[dataset]
+    gf_times, sk_times, gf_acc, sk_acc = [], [], None, None
+    for i in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="graphforge-knn-") as tmp:
+            argv = [sys.executable, "-m", "graphforge", "run", "--dataset", dataset, "--data-root", root,
+                    "--converter", "none", "--model", "knn", "-o", f"k={k}", "-o", "val_fraction=0",
+                    "--no-plots", "--json", "-q", "--out", f"{tmp}/run"]
+            seconds, out = _timed(argv, {**os.environ})
+            gf_times.append(seconds)
+            gf_acc = float(json.loads(out)["test_accuracy"])
+        say(f"graphforge run {i + 1}/{repeats}: {seconds:.2f} s (test accuracy {gf_acc:.4f})")
+        seconds, out = _timed([sys.executable, "-c", SKLEARN_SCRIPT, root, folder, str(k)])
+        sk_times.append(seconds)
+        sk_acc = float(out.strip())
+        say(f"scikit-learn script {i + 1}/{repeats}: {seconds:.2f} s (test accuracy {sk_acc:.4f})")
+    gf, sk = statistics.median(gf_times), statistics.median(sk_times)
+    return {"dataset": dataset, "k": k, "repeats": repeats, "graphforge_seconds": gf, "sklearn_seconds": sk,
+            "speedup": sk / gf, "graphforge_accuracy": gf_acc, "sklearn_accuracy": sk_acc,
+            "same_accuracy": gf_acc == sk_acc}
+
+
 @click.command("knn-classifier")
 @click.option("--n-train", default=60_000, show_default=True, type=click.IntRange(1), help="Training samples.")
 @click.option("--n-test", default=10_000, show_default=True, type=click.IntRange(1), help="Test samples.")
@@ -147,11 +211,26 @@ def format_table(result: dict[str, Any]) -> str:
 @click.option("--skip-sklearn", is_flag=True, help="Time graphforge only.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--real", "real_root", type=click.Path(exists=True, file_okay=False),
+              help="Instead: whole processes on real IDX files under this folder (FashionMNIST/raw, MNIST/raw).")
+@click.option("--dataset", type=click.Choice(sorted(_FOLDERS)), default="fashion-mnist", show_default=True,
+              help="With --real: which dataset.")
 def knn_classifier_command(
     n_train: int, n_test: int, dim: int, k: int, repeats: int, sklearn_repeats: int,
-    backend: str, skip_sklearn: bool, seed: int, as_json: bool,
+    backend: str, skip_sklearn: bool, seed: int, as_json: bool, real_root: str | None, dataset: str,
 ) -> None:
-    """Time graphforge's exact kNN classifier against scikit-learn (brute force)."""
+    """Time graphforge's exact kNN classifier against scikit-learn (brute force).
+
+    With --real DIR: `graphforge run --model knn` as a whole process against a whole
+    scikit-learn script on the same IDX files (start-up, loading and search all counted).
+    """
+    if real_root is not None:
+        result = run_real_knn_benchmark(real_root, dataset, k, repeats)
+        click.echo(json.dumps(result) if as_json else (
+            f"{dataset}, k={k}, whole processes, median of {repeats}: graphforge {result['graphforge_seconds']:.2f} s, "
+            f"scikit-learn {result['sklearn_seconds']:.2f} s -> {result['speedup']:.2f}x; test accuracy "
+            f"{result['graphforge_accuracy']:.4f} vs {result['sklearn_accuracy']:.4f}"))
+        return
     if k > n_train:
         raise click.BadParameter(f"k={k} is larger than --n-train={n_train}", param_hint="-k")
     result = run_knn_classifier_benchmark(

@@ -138,9 +138,13 @@ def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], 
         click.echo(json.dumps(result.metrics))
     else:
         m = result.metrics
+
+        def num(value: Any) -> str:
+            return "-" if value is None else f"{value:.4f}"
+
         click.echo(
-            f"test accuracy {m['test_accuracy']:.4f}  val accuracy {m['val_accuracy']:.4f}  "
-            f"macro-F1 {m['test_macro_f1']:.4f}  train {m['train_seconds']:.1f}s  -> {result.run_dir}"
+            f"test accuracy {num(m['test_accuracy'])}  val accuracy {num(m['val_accuracy'])}  "
+            f"macro-F1 {num(m['test_macro_f1'])}  train {m['train_seconds']:.1f}s  -> {result.run_dir}"
         )
 
 

@@ -27,6 +27,7 @@ def summarize(pred: torch.Tensor, target: torch.Tensor, num_classes: int, class_
     Returns:
         ``{"accuracy", "macro_f1", "report", "confusion"}``; ``report`` is
         scikit-learn's per-class dict, ``confusion`` a ``[C, C]`` list (rows = truth).
+        An empty split has ``accuracy`` and ``macro_f1`` ``None``.
     """
     # scikit-learn takes ~1.5 s to import: only when a run reports, not for every CLI command.
     from sklearn.metrics import classification_report, confusion_matrix, f1_score
@@ -34,6 +35,9 @@ def summarize(pred: torch.Tensor, target: torch.Tensor, num_classes: int, class_
     p = pred.cpu().numpy()
     t = target.cpu().numpy()
     labels = np.arange(num_classes)
+    if len(t) == 0:  # an empty split (e.g. val_fraction=0): nothing to score
+        return {"accuracy": None, "macro_f1": None, "report": {},
+                "confusion": np.zeros((num_classes, num_classes), dtype=int).tolist()}
     return {
         "accuracy": accuracy(pred.cpu(), target.cpu()),
         "macro_f1": float(f1_score(t, p, labels=labels, average="macro", zero_division=0)) if len(t) else 0.0,

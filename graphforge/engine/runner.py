@@ -302,6 +302,7 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
             rundir.write_status("failed", error=f"{type(exc).__name__}: {exc}")
             raise
         rundir.write_status("completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        log.info("test accuracy %.4f  (val %.4f)  -> %s", metrics["test_accuracy"], metrics["val_accuracy"],
-                 rundir.path)
+        val = metrics["val_accuracy"]
+        log.info("test accuracy %.4f  (val %s)  -> %s", metrics["test_accuracy"],
+                 "-" if val is None else f"{val:.4f}", rundir.path)
     return RunResult(metrics=metrics, run_dir=rundir.path, history=history, config=cfg)

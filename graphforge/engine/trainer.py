@@ -183,7 +183,10 @@ class Trainer:
             self.scheduler.step()
             row["seconds"] = time.perf_counter() - start
             st.history.append(row)
-            if st.improved(val["accuracy"], val["loss"]):
+            # Without a validation split there is nothing to choose by: the latest epoch is
+            # the best one, and early stopping never triggers.
+            no_val = val["y"].numel() == 0
+            if no_val or st.improved(val["accuracy"], val["loss"]):
                 st.best_epoch, st.best_val_accuracy, st.best_val_loss = st.epoch, val["accuracy"], val["loss"]
                 st.bad_epochs = 0
                 self._save_best()
@@ -194,7 +197,7 @@ class Trainer:
                 st.epoch, self.epochs, row["train_loss"], row["train_accuracy"], row["val_loss"],
                 row["val_accuracy"], row["seconds"], "  *" if st.best_epoch == st.epoch else "",
             )
-            if self.patience and st.bad_epochs >= self.patience and st.epoch < self.epochs:
+            if self.patience and not no_val and st.bad_epochs >= self.patience and st.epoch < self.epochs:
                 st.stopped_early = True
                 log.info("early stopping: no better validation accuracy for %d epochs", self.patience)
             self.rundir.write_history(st.history)
