@@ -125,3 +125,11 @@ def test_bench_startup_table(runner):
     assert all(r["seconds"] > 0 for r in rows)
     help_row = next(r for r in rows if r["command"] == "graphforge --help")
     assert help_row["vs_import_torch"] < 1  # --help imports no torch, so it beats importing it
+
+
+def test_bench_similarity_shards_smoke(runner):
+    res = runner.invoke(cli, ["bench", "similarity", "--shards", "2", "-n", "600", "-d", "8", "-k", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["same_edges"] and out["p2"]["edges"] == out["p1"]["edges"] > 0
+    assert len(out["p2"]["ranks"]) == 2 and all(r["peak_mib"] > 0 for r in out["p2"]["ranks"])

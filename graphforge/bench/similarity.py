@@ -185,6 +185,102 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- sharded across processes (torch.distributed, gloo, one thread each) ---------------------
+def _shard_worker(rank: int, world: int, port: int, n: int, dim: int, k: int, metric: str, data: str, seed: int,
+                  queue: Any) -> None:
+    import datetime
+    import os
+    import resource
+
+    import torch.distributed as dist
+
+    from graphforge.neighbors.sharded import shard_bounds, sharded_similarity_graph
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=600))
+    try:
+        start, stop = shard_bounds(n, world)[rank]
+        x = make_embeddings(n, dim, data, seed)[start:stop].clone()  # this rank keeps only its shard
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        dist.barrier()
+        t0 = time.perf_counter()
+        part = sharded_similarity_graph(x, start, metric=metric, mode="knn", k=k)
+        dist.barrier()
+        seconds = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        queue.put({"rank": rank, "seconds": seconds, "peak_mib": peak / 1024, "extra_mib": (peak - base) / 1024,
+                   "edges": int(part["edge_index"].shape[1])})
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_shards(world: int, n: int, dim: int, k: int, metric: str, data: str, seed: int) -> list[dict[str, Any]]:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_shard_worker, args=(r, world, port, n, dim, k, metric, data, seed, queue))
+             for r in range(world)]
+    import queue as queue_module
+
+    for proc in procs:
+        proc.start()
+    rows: list[dict[str, Any]] = []
+    try:
+        while len(rows) < world:
+            try:
+                rows.append(queue.get(timeout=1.0))
+            except queue_module.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise click.ClickException(f"a benchmark process failed (exit code {dead[0]})") from None
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+    return sorted(rows, key=lambda r: r["rank"])
+
+
+def run_sharded_benchmark(n: int = 50_000, dim: int = 128, k: int = 10, metric: str = "euclidean",
+                          shards: int = 2, data: str = "clustered", seed: int = 0,
+                          progress: Any = None) -> dict[str, Any]:
+    """The exact kNN graph of ``n`` rows in one process and sharded over ``shards`` processes
+    (one thread each, gloo on localhost): time, peak memory per rank, scaling efficiency."""
+    say = progress or (lambda msg: None)
+    out: dict[str, Any] = {"n": n, "dim": dim, "k": k, "metric": metric, "data": data, "shards": shards}
+    for world in dict.fromkeys((1, shards)):
+        say(f"{world} process(es) ...")
+        rows = _run_shards(world, n, dim, k, metric, data, seed)
+        out[f"p{world}"] = {"seconds": max(r["seconds"] for r in rows), "ranks": rows,
+                            "edges": sum(r["edges"] for r in rows)}
+        say(f"{world} process(es): {out[f'p{world}']['seconds']:.1f} s")
+    one, many = out["p1"]["seconds"], out[f"p{shards}"]["seconds"]
+    out["speedup"] = one / many
+    out["efficiency"] = one / (shards * many)
+    out["same_edges"] = out["p1"]["edges"] == out[f"p{shards}"]["edges"]
+    return out
+
+
+def format_sharded(r: dict[str, Any]) -> str:
+    """A readable summary of :func:`run_sharded_benchmark`'s result."""
+    lines = [f"exact kNN graph: {r['n']:,} x {r['dim']} ({r['data']}), k={r['k']}, {r['metric']}; one thread per process",
+             "| processes | seconds | peak MiB per rank (extra for the search) | edges |", "|---|---|---|---|"]
+    for world in dict.fromkeys((1, r["shards"])):
+        p = r[f"p{world}"]
+        mem = ", ".join(f"{x['peak_mib']:.0f} ({x['extra_mib']:.0f})" for x in p["ranks"])
+        lines.append(f"| {world} | {p['seconds']:.1f} | {mem} | {p['edges']:,} |")
+    lines.append(f"speed-up {r['speedup']:.2f}x with {r['shards']} processes, scaling efficiency "
+                 f"{100 * r['efficiency']:.0f} %; same edges: {r['same_edges']}")
+    return "\n".join(lines)
+
+
 @click.command("similarity")
 @click.option("-n", "--nodes", "n", type=click.IntRange(min=2), default=1_000_000, show_default=True)
 @click.option("-d", "--dim", type=click.IntRange(min=1), default=128, show_default=True)
@@ -198,13 +294,23 @@ def format_table(r: dict[str, Any]) -> str:
 @click.option("--recall-sample", type=click.IntRange(min=0), default=1000, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--shards", type=click.IntRange(min=2), default=None,
+              help="Instead: the exact graph in one process and sharded over this many (torch.distributed, gloo).")
 def similarity_command(n: int, dim: int, k: int, metric: str, index: str, nlist: int | None, nprobe: int | None,
-                       data: str, recall_sample: int, seed: int, as_json: bool) -> None:
-    """Dataset-scale kNN graph: graphforge's overhead over the raw FAISS search, time and peak memory."""
+                       data: str, recall_sample: int, seed: int, as_json: bool, shards: int | None) -> None:
+    """Dataset-scale kNN graph: graphforge's overhead over the raw FAISS search, time and peak memory.
+
+    With --shards P: the exact graph built in one process and sharded over P processes.
+    """
     import json
 
     if k >= n:
         raise click.BadParameter(f"k={k} must be smaller than the number of nodes ({n})", param_hint="-k")
+    if shards is not None:
+        result = run_sharded_benchmark(n, dim, k, metric, shards, data, seed,
+                                       progress=lambda msg: click.echo(msg, err=True))
+        click.echo(json.dumps(result) if as_json else format_sharded(result))
+        return
     result = run_similarity_benchmark(n, dim, k, metric, index, nlist, nprobe, data, min(recall_sample, n), seed,
                                       progress=lambda msg: click.echo(msg, err=True))
     click.echo(json.dumps(result) if as_json else format_table(result))
