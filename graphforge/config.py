@@ -48,6 +48,8 @@ class RunConfig:
         plots: Draw the run's plots (confusion matrix, learning curves, plugin plots).
         threads: CPU threads for torch and the native kernels (default: the CPUs this
             process may use: affinity mask and cgroup quota; see docs/threads.md).
+        sync_batchnorm: Under torchrun on GPUs, BatchNorm statistics across all ranks
+            (``torch.nn.SyncBatchNorm``); see docs/distributed.md.
     """
 
     dataset: str = "digits"
@@ -69,6 +71,7 @@ class RunConfig:
     limit_test: int | None = None
     plots: bool = True
     threads: int | None = None
+    sync_batchnorm: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first impossible value."""
@@ -95,7 +98,7 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, Path)):
                 raise ConfigError(f"{name} must be a path, got {type(value).__name__} {value!r}")
-        for name in ("download", "plots"):
+        for name in ("download", "plots", "sync_batchnorm"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         check_device(self.device)

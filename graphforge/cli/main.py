@@ -100,11 +100,16 @@ def cli() -> None:
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the run's plots.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads [the CPUs this process may use: affinity and cgroup quota].")
+@click.option("--sync-batchnorm/--no-sync-batchnorm", default=False,
+              help="Under torchrun on GPUs: BatchNorm statistics over every rank.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Train on N local processes: relaunches this command under torch's launcher (torchrun).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.pass_context
 def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], resume: Path | None,
-        metric: str | None, threshold: float | None, as_json: bool, quiet: bool, **params: Any) -> None:
+        metric: str | None, threshold: float | None, as_json: bool, quiet: bool, nproc: int | None,
+        **params: Any) -> None:
     """Train and evaluate MODEL on DATASET turned into graphs by CONVERTER.
 
     \b
@@ -113,8 +118,11 @@ def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], 
       graphforge run --converter none --model mlp -o hidden=128 --epochs 20 --json
       graphforge run --converter similarity --model gcn --metric cosine --threshold 0.8
     """
+    if nproc is not None:
+        _relaunch(nproc)
     from graphforge.api import run as api_run
     from graphforge.config import load_config_file, parse_option
+    from graphforge.engine.distributed import current
 
     _setup_logging(quiet)
     settings: dict[str, Any] = load_config_file(config_file) if config_file else {}
@@ -134,6 +142,8 @@ def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], 
         if value is not None:
             merged[f"converter.{key}"] = value
     result = api_run(options=merged, resume=resume, progress=sys.stderr.isatty() and not quiet, **settings)
+    if not current().main:  # under torchrun only rank 0 answers
+        return
     if as_json:
         click.echo(json.dumps(result.metrics))
     else:
@@ -146,6 +156,34 @@ def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], 
             f"test accuracy {num(m['test_accuracy'])}  val accuracy {num(m['val_accuracy'])}  "
             f"macro-F1 {num(m['test_macro_f1'])}  train {m['train_seconds']:.1f}s  -> {result.run_dir}"
         )
+
+
+def _relaunch(nproc: int) -> None:
+    """Run this very command again as ``nproc`` processes under torch's launcher, then exit with its code."""
+    import os
+    import subprocess
+
+    from graphforge.engine.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise click.UsageError("--nproc starts torchrun itself; do not combine it with torchrun")
+    args = sys.argv[1:]
+    cut = []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        cut.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "graphforge", *cut]
+    click.echo(f"launching {nproc} processes: {' '.join(cmd[1:])}", err=True)
+    sys.exit(subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}))
 
 
 # -------------------------------------------------------------------------- list

@@ -61,6 +61,7 @@ class Job:
         meta: What the checkpoint needs to rebuild the model.
         net: The network of a gradient run (built before the run directory exists).
         fanout: Neighbour sampling per layer for a large dataset graph, or ``None``.
+        dist: The distributed job (:data:`graphforge.engine.distributed.SINGLE` in one process).
     """
 
     plan: Plan
@@ -71,6 +72,7 @@ class Job:
     meta: dict[str, Any] = field(default_factory=dict)
     net: nn.Module | None = None
     fanout: list[int] | None = None
+    dist: Any = None
 
 
 @torch.no_grad()
@@ -114,6 +116,16 @@ class ModelFamily:
         return plan.converter.level == "dataset"
 
 
+def _one_process_only(plan: Plan) -> None:
+    """Fitted models run in one process: refuse them under torchrun with what to do instead."""
+    from graphforge.engine.distributed import current
+
+    if current().active:
+        raise ConfigError(f"model {plan.config.model!r} is fitted in one step, in one process: run it without "
+                          "torchrun (its search uses every core of the machine); for dataset-scale graphs across "
+                          "processes see graphforge.neighbors.sharded")
+
+
 def _apply_defaults(job: Job, defaults: dict[str, Any]) -> None:
     cfg = job.plan.config
     cfg.epochs = cfg.epochs or defaults["epochs"]
@@ -135,6 +147,13 @@ class GradientFamily(ModelFamily):
         model, graph = job.plan.model, job.graph
         job.fanout = model.neighbor_sampling(graph.num_nodes) if graph is not None else None
         full_graph = graph is not None and job.fanout is None
+        if job.dist is not None and job.dist.active and full_graph:
+            raise ConfigError("full-batch training on one dataset graph runs in one process (every rank would take "
+                              "the same step); launch it without torchrun, or train with neighbour sampling across "
+                              "the ranks: -o num_neighbors=[15,10,5] (one entry per layer)")
+        if job.plan.config.sync_batchnorm and (job.dist is None or job.dist.backend != "nccl"):
+            raise ConfigError("--sync-batchnorm needs a distributed run on GPUs (NCCL); on CPUs every rank keeps "
+                              "its own BatchNorm statistics and rank 0's are used for evaluation")
         _apply_defaults(job, FULL_GRAPH_DEFAULTS if full_graph else {**MINI_BATCH_DEFAULTS, "epochs": model.default_epochs})
         try:
             job.net = self.build_network(job.plan, job.data, job.out_spec).to(job.plan.device)
@@ -158,6 +177,7 @@ class GradientFamily(ModelFamily):
         return GraphforgeNet(normalizer, converter, model)
 
     def train(self, job: Job, rundir: RunDirectory, *, resume: bool, progress: bool) -> tuple[Results, list, dict]:
+        from graphforge.engine.distributed import wrap_ddp
         from graphforge.engine.tasks import (
             InductiveTask,
             SampledTransductiveTask,
@@ -166,24 +186,26 @@ class GradientFamily(ModelFamily):
         )
         from graphforge.engine.trainer import Trainer, evaluate_split
 
-        plan, cfg, net, graph = job.plan, job.plan.config, job.net, job.graph
+        plan, cfg, net, graph, info = job.plan, job.plan.config, job.net, job.graph, job.dist
         assert net is not None
         log.info("network: %d parameters on %s", sum(p.numel() for p in net.parameters()), plan.device)
-        generator = torch.Generator().manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)  # the same shuffling on every rank
+        train_net = wrap_ddp(net, info, cfg.sync_batchnorm)
         task: Task
         if job.fanout is not None:
             log.info("neighbour-sampled training on %d nodes: fanout %s, batch size %d",
                      graph.num_nodes, job.fanout, cfg.batch_size)
             task = SampledTransductiveTask(net, graph, job.fanout, cfg.batch_size, plan.device, generator,
-                                           progress, seed=cfg.seed)
+                                           progress, seed=cfg.seed, train_net=train_net, dist=info)
         elif graph is not None:
             log.info("full-batch training on the whole graph (%d nodes)", graph.num_nodes)
             task = TransductiveTask(net, graph, plan.device)
         else:
-            task = InductiveTask(net, job.data, cfg.batch_size, plan.device, generator, progress)
+            task = InductiveTask(net, job.data, cfg.batch_size, plan.device, generator, progress,
+                                 train_net=train_net, dist=info)
         trainer = Trainer(
             task, rundir, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            lr_schedule=cfg.lr_schedule, patience=cfg.patience, meta=job.meta, generator=generator,
+            lr_schedule=cfg.lr_schedule, patience=cfg.patience, meta=job.meta, generator=generator, dist=info,
         )
         if resume:
             trainer.resume()
@@ -192,6 +214,9 @@ class GradientFamily(ModelFamily):
         state = trainer.fit()
         history = state.history
         results, measured = {}, {}
+        from graphforge.engine.distributed import sync_buffers
+
+        sync_buffers(net, info)  # every rank evaluates the same weights and statistics
         for split in ("val", "test"):
             split_metrics(net)  # forget what the modules counted before this split
             results[split] = evaluate_split(task, split)
@@ -243,6 +268,7 @@ class FitFamily(ModelFamily):
     def check_pipeline(self, plan: Plan) -> None:
         if plan.converter.level != "sample":
             raise ConfigError(f"model {plan.config.model!r} is fitted on sample features; use a per-sample converter")
+        _one_process_only(plan)
 
     def train(self, job: Job, rundir: RunDirectory, *, resume: bool, progress: bool) -> tuple[Results, list, dict]:
         plan, data = job.plan, job.data
@@ -291,6 +317,7 @@ class GraphFitFamily(ModelFamily):
                 f"model {plan.config.model!r} is computed from one graph over the whole dataset; use a dataset "
                 f"converter (such as 'similarity'), not {plan.config.converter!r}, which makes one input per sample"
             )
+        _one_process_only(plan)
 
     def prepare(self, job: Job) -> None:
         super().prepare(job)

@@ -201,6 +201,26 @@ def _finish(
     return metrics
 
 
+def _create_run_directory(cfg: RunConfig, info: Any, held: ExitStack) -> RunDirectory:
+    """Rank 0 creates (and locks) the run directory and tells the others where it is."""
+    from graphforge.engine import distributed
+
+    outcome: dict[str, str] = {}
+    if info.main:
+        try:
+            made = RunDirectory.create(cfg.out or default_run_path(cfg.converter, cfg.model))
+            held.enter_context(made.lock())
+            outcome["path"] = str(made.path)
+        except GraphforgeError as exc:
+            outcome["error"] = str(exc)
+            if not info.active:
+                raise
+    outcome = distributed.broadcast_object(outcome, info)
+    if "error" in outcome:
+        raise ConfigError(outcome["error"])
+    return RunDirectory(outcome["path"])
+
+
 def _graph_metrics(graph: Any) -> dict[str, Any]:
     """What makes the run's dataset graph good or bad (:func:`graphforge.graphs.graph_stats`):
     ``graph_stats`` in full, edge and adjusted homophily also at the top level."""
@@ -244,12 +264,16 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
     Returns:
         The final metrics, history and run directory.
     """
+    from graphforge.engine import distributed
+
+    info = distributed.setup(config.device)
     with ExitStack() as held:
         rundir: RunDirectory | None = None
         if resume is not None:
             rundir = RunDirectory.open(resume)
-            rundir.check_writable()
-            held.enter_context(rundir.lock())
+            if info.main:
+                rundir.check_writable()
+                held.enter_context(rundir.lock())
             saved = RunConfig.from_dict(rundir.read_config())
             if config.epochs is not None:
                 saved.epochs = config.epochs
@@ -258,7 +282,9 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
         plan = plan_run(config)
         cfg = plan.config
         configure_threads(cfg.threads)
-        seed_everything(cfg.seed)
+        seed_everything(cfg.seed + info.rank)  # per-rank streams (dropout, augmentation); rank 0 = a plain run
+        if not info.main:
+            logging.getLogger("graphforge").setLevel(logging.WARNING)
         data = load_data(plan)
         spec = data.spec
         out_spec = _check_pipeline(plan, spec)
@@ -268,40 +294,50 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
 
         family = family_of(plan.model)
         graph = plan.converter.convert(data) if plan.converter.level == "dataset" else None
-        job = Job(plan, data, spec, out_spec, graph=graph, meta=_meta(plan, data, spec, out_spec))
+        job = Job(plan, data, spec, out_spec, graph=graph, meta=_meta(plan, data, spec, out_spec), dist=info)
         family.prepare(job)  # defaults and the network: still before anything is written
 
         if rundir is None:
-            rundir = RunDirectory.create(cfg.out or default_run_path(cfg.converter, cfg.model))
-            held.enter_context(rundir.lock())
+            rundir = _create_run_directory(cfg, info, held)
         cfg.out = str(rundir.path)
         job.meta["config"] = cfg.to_dict()
-        resolved = {**cfg.to_dict(), "plugin_options": plan.options, "environment": _environment(plan.device)}
-        rundir.write_config(cfg.to_dict())
-        write_json(rundir.file("resolved.json"), resolved)
-        now = time.strftime("%Y-%m-%dT%H:%M:%S")
-        previous = rundir.read_status()
-        times = {"started": previous.get("started", now)}
-        if resume is not None:
-            times["resumed"] = [*previous.get("resumed", []), now]
-        rundir.write_status("running", **times, **_environment(plan.device))
+        environment = {**_environment(plan.device), "world_size": info.world_size, "backend": info.backend or None,
+                       "ranks": list(range(info.world_size))}
+        if info.main:
+            resolved = {**cfg.to_dict(), "plugin_options": plan.options, "environment": environment}
+            rundir.write_config(cfg.to_dict())
+            write_json(rundir.file("resolved.json"), resolved)
+            now = time.strftime("%Y-%m-%dT%H:%M:%S")
+            previous = rundir.read_status()
+            times = {"started": previous.get("started", now)}
+            if resume is not None:
+                times["resumed"] = [*previous.get("resumed", []), now]
+            rundir.write_status("running", **times, **environment)
         log.info("run directory: %s", rundir.path)
         log.info("data: %s  %s  train %d / val %d / test %d, %d classes", cfg.dataset, tuple(spec.shape),
                  len(data.train), len(data.val), len(data.test), data.num_classes)
 
         try:
             with _terminate_as_interrupt():
-                results, history, extra = family.train(job, rundir, resume=resume is not None, progress=progress)
+                try:
+                    results, history, extra = family.train(job, rundir, resume=resume is not None,
+                                                           progress=progress and info.main)
+                except RuntimeError as exc:
+                    raise distributed.translate_failure(exc, info) from None
                 if graph is not None:
                     extra.update(_graph_metrics(graph))
-                metrics = _finish(plan, rundir, data, results, history, extra)
+                metrics = _finish(plan, rundir, data, results, history, extra) if info.main else None
+                metrics = distributed.broadcast_object(metrics, info)
         except KeyboardInterrupt as exc:
-            rundir.write_status("interrupted", signal="SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
+            if info.main:
+                rundir.write_status("interrupted", signal="SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
             raise
         except BaseException as exc:
-            rundir.write_status("failed", error=f"{type(exc).__name__}: {exc}")
+            if info.main:
+                rundir.write_status("failed", error=f"{type(exc).__name__}: {exc}")
             raise
-        rundir.write_status("completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if info.main:
+            rundir.write_status("completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         val = metrics["val_accuracy"]
         log.info("test accuracy %.4f  (val %s)  -> %s", metrics["test_accuracy"],
                  "-" if val is None else f"{val:.4f}", rundir.path)

@@ -15,6 +15,7 @@ methods, found on any submodule:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -79,11 +80,20 @@ def split_metrics(net: nn.Module) -> dict[str, Any]:
 
 
 def iterate_batches(
-    n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+    n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, dist: Any = None
 ) -> Iterator[torch.Tensor]:
-    """Yield index tensors covering ``range(n)`` in batches (shuffled with ``generator``)."""
+    """Yield index tensors covering ``range(n)`` in batches (shuffled with ``generator``).
+
+    With a distributed ``dist`` (:class:`~graphforge.engine.distributed.DistInfo`), every
+    rank draws the same order and takes its own share of it (see
+    :func:`~graphforge.engine.distributed.shard_indices`).
+    """
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for start in range(0, n, batch_size):
+    if dist is not None and dist.active:
+        from graphforge.engine.distributed import shard_indices
+
+        order = shard_indices(order, dist)
+    for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
 
 
@@ -122,6 +132,9 @@ class InductiveTask:
         device: Where the network runs.
         generator: Seeded generator for shuffling (saved in checkpoints).
         progress: Show a progress bar on stderr.
+        train_net: The module that trains ``net`` (its ``DistributedDataParallel`` wrapper
+            under torchrun; ``net`` itself by default).
+        dist: The distributed job (each rank trains on its share of every epoch).
     """
 
     def __init__(
@@ -132,8 +145,12 @@ class InductiveTask:
         device: torch.device,
         generator: torch.Generator,
         progress: bool = False,
+        train_net: nn.Module | None = None,
+        dist: Any = None,
     ) -> None:
         self.net = net
+        self.train_net = train_net if train_net is not None else net
+        self.dist = dist
         self.data = data
         self.batch_size = batch_size
         self.device = device
@@ -145,14 +162,17 @@ class InductiveTask:
 
     def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
         split = self.data.train
-        self.net.train()
+        self.train_net.train()
         total_loss, correct, seen = 0.0, 0, 0
-        batches = iterate_batches(len(split), self.batch_size, shuffle=True, generator=self.generator)
-        n_batches = -(-len(split) // self.batch_size)
+        batches = iterate_batches(len(split), self.batch_size, shuffle=True, generator=self.generator,
+                                  dist=self.dist)
+        world = self.dist.world_size if self.dist is not None else 1
+        per_rank = math.ceil(len(split) / world)
+        n_batches = math.ceil(per_rank / self.batch_size)
         for idx in tqdm(batches, total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress):
             x = split.x[idx].to(self.device, non_blocking=True)
             y = split.y[idx].to(self.device, non_blocking=True)
-            loss, hits = _optimise(self.net, optimizer, self.net(x), y, epoch)
+            loss, hits = _optimise(self.net, optimizer, self.train_net(x), y, epoch)
             total_loss += loss * len(idx)
             correct += hits
             seen += len(idx)
@@ -232,13 +252,15 @@ class SampledTransductiveTask:
     """
 
     def __init__(self, net: nn.Module, graph: Any, num_neighbors: list[int], batch_size: int,
-                 device: torch.device, generator: torch.Generator, progress: bool = False, seed: int = 0) -> None:
+                 device: torch.device, generator: torch.Generator, progress: bool = False, seed: int = 0,
+                 train_net: nn.Module | None = None, dist: Any = None) -> None:
         if check_graph_splits(graph):
             raise DataError(
                 "neighbour sampling needs a graph whose nodes are the samples (y and train/val/test masks); "
                 "this graph maps samples onto nodes ({split}_index), so train it full-batch: -o num_neighbors=full"
             )
         self.net = net
+        self.train_net = train_net if train_net is not None else net
         self.graph = graph.cpu()
         self.num_neighbors = num_neighbors
         self.batch_size = batch_size
@@ -247,6 +269,10 @@ class SampledTransductiveTask:
         self.progress = progress
         self.seed = seed
         train_nodes, _ = graph_split_nodes(self.graph, "train", False)
+        if dist is not None and dist.active:  # each rank trains on its own seed nodes
+            from graphforge.engine.distributed import shard_indices
+
+            train_nodes = shard_indices(train_nodes, dist)
         from graphforge.engine.sampling import (
             make_neighbor_loader,  # imports PyG's loaders: only when used
         )
@@ -257,13 +283,13 @@ class SampledTransductiveTask:
         self._eval_loaders: dict[str, Any] = {}
 
     def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
-        self.net.train()
+        self.train_net.train()
         total_loss, correct, seen = 0.0, 0, 0
         batches = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=not self.progress)
         for batch in batches:
             batch = batch.to(self.device, non_blocking=True)
             n = batch.batch_size
-            loss, hits = _optimise(self.net, optimizer, self.net(batch)[:n], batch.y[:n], epoch)
+            loss, hits = _optimise(self.net, optimizer, self.train_net(batch)[:n], batch.y[:n], epoch)
             total_loss += loss * n
             correct += hits
             seen += n

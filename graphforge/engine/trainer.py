@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from graphforge.engine.checkpoint import load_weights, make_checkpoint
+from graphforge.engine.distributed import all_reduce_sums, merge_epoch_metrics, sync_buffers
 from graphforge.engine.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT, RunDirectory
 from graphforge.engine.runtime import rng_state, set_rng_state
 from graphforge.engine.tasks import Task, epoch_metrics
@@ -97,6 +98,8 @@ class Trainer:
         patience: Early-stopping patience in epochs (0: never stop early).
         meta: Extra entries stored in ``checkpoint.pt`` (what is needed to rebuild the net).
         generator: The task's shuffling generator, saved for exact resume.
+        dist: The distributed job: training metrics are summed over the ranks, buffers come
+            from rank 0 before every evaluation, and only rank 0 writes files.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class Trainer:
         patience: int,
         meta: dict[str, Any],
         generator: torch.Generator | None = None,
+        dist: Any = None,
     ) -> None:
         self.task = task
         self.rundir = rundir
@@ -119,6 +123,9 @@ class Trainer:
         self.patience = patience
         self.meta = meta
         self.generator = generator
+        from graphforge.engine.distributed import SINGLE
+
+        self.dist = dist if dist is not None else SINGLE
         self.optimizer = make_optimizer(task.net, lr, weight_decay)
         self.scheduler = make_scheduler(self.optimizer, lr_schedule, epochs)
         self.state = TrainState()
@@ -126,6 +133,8 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------
     def _save_last(self) -> None:
+        if not self.dist.main:
+            return
         training = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -138,6 +147,8 @@ class Trainer:
 
     def _save_best(self) -> None:
         self.best_weights = copy.deepcopy(self.task.net.state_dict())
+        if not self.dist.main:
+            return
         self.rundir.save(BEST_CHECKPOINT, make_checkpoint("gradient", self.meta, {"net": self.best_weights},
                                                           epoch=self.state.epoch))
 
@@ -176,10 +187,15 @@ class Trainer:
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             row: dict[str, Any] = {"epoch": st.epoch}
-            row.update(self.task.train_epoch(self.optimizer, st.epoch))
+            train = self.task.train_epoch(self.optimizer, st.epoch)
+            if self.dist.active:  # every rank saw as many samples: the mean of the ranks' means
+                sums = all_reduce_sums([train["train_loss"], train["train_accuracy"]], self.dist)
+                train = {"train_loss": sums[0] / self.dist.world_size, "train_accuracy": sums[1] / self.dist.world_size}
+            row.update(train)
+            sync_buffers(self.task.net, self.dist)
             val = evaluate_split(self.task, "val")
             row.update(val_loss=val["loss"], val_accuracy=val["accuracy"], lr=lr)
-            row.update(epoch_metrics(self.task.net))
+            row.update(merge_epoch_metrics(epoch_metrics(self.task.net), self.dist))
             self.scheduler.step()
             row["seconds"] = time.perf_counter() - start
             st.history.append(row)
@@ -200,7 +216,8 @@ class Trainer:
             if self.patience and not no_val and st.bad_epochs >= self.patience and st.epoch < self.epochs:
                 st.stopped_early = True
                 log.info("early stopping: no better validation accuracy for %d epochs", self.patience)
-            self.rundir.write_history(st.history)
+            if self.dist.main:
+                self.rundir.write_history(st.history)
             self._save_last()
             if st.stopped_early:
                 break
