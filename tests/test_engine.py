@@ -238,3 +238,30 @@ def test_runs_without_a_validation_split(tmp_path):
     assert r.metrics["best_epoch"] == 3 and r.metrics["test_accuracy"] > 0.8
     knn = graphforge.run("none", "knn", out=str(tmp_path / "knn"), plots=False, options={"val_fraction": 0, "k": 3})
     assert knn.metrics["val_accuracy"] is None and knn.metrics["test_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_classification_report_equals_scikit_learns(seed):
+    """The engine's report is scikit-learn's, computed without importing it (1.5 s per run)."""
+    import numpy as np
+    from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+    from graphforge.engine.metrics import summarize
+
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 5, 300)
+    p = np.where(rng.random(300) < 0.6, t, rng.integers(0, 5, 300))
+    p[p == 4] = 3  # class 4 never predicted: zero division
+    names = [f"c{i}" for i in range(6)]  # class 5 absent everywhere
+    ours = summarize(torch.from_numpy(p), torch.from_numpy(t), 6, names)
+    labels = np.arange(6)
+    ref = classification_report(t, p, labels=labels, target_names=names, output_dict=True, zero_division=0)
+    assert ours["report"].keys() == ref.keys()
+    for key, value in ref.items():
+        if isinstance(value, dict):
+            for metric, v in value.items():
+                assert ours["report"][key][metric] == pytest.approx(v, abs=1e-12), (key, metric)
+        else:
+            assert ours["report"][key] == pytest.approx(value)
+    assert ours["confusion"] == confusion_matrix(t, p, labels=labels).tolist()
+    assert ours["macro_f1"] == pytest.approx(f1_score(t, p, labels=labels, average="macro", zero_division=0))

@@ -27,7 +27,6 @@ from graphforge.core.data import DataSplits, InputSpec
 from graphforge.core.dataset import Dataset
 from graphforge.core.model import Model
 from graphforge.core.splits import stratified_subset
-from graphforge.engine import plots
 from graphforge.engine.families import (  # noqa: F401  (build_network, sample_features: re-exported)
     FULL_GRAPH_DEFAULTS,
     MINI_BATCH_DEFAULTS,
@@ -189,6 +188,8 @@ def _finish(
     write_text(rundir.file("classification_report.txt"), report_text(test["report"]))
     write_json(rundir.file("confusion_matrix.json"), {s: v["confusion"] for s, v in summaries.items()})
     if cfg.plots:
+        from graphforge.engine import plots  # matplotlib: only when a run draws
+
         title = f"{cfg.converter} + {cfg.model} on {cfg.dataset}"
         plots.plot_confusion_matrix(test["confusion"], data.class_names, rundir.plot_path("confusion_matrix.png"),
                                     f"{title}: test accuracy {test['accuracy']:.4f}")
