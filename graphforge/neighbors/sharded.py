@@ -253,7 +253,7 @@ def sharded_similarity_graph(shard: Any, offset: int, *, metric: str = "cosine",
         ``{"edge_index": [2, E_r] global rows (source, target), "distance": [E_r] float64,
         "score": [E_r]}`` sorted by target, then source.
     """
-    from graphforge.similarity.graph import check_graph_options, radius_of_threshold
+    from graphforge.similarity.graph import _coalesce, check_graph_options, radius_of_threshold
 
     name = check_graph_options(metric, mode, k, threshold, "none", "flat")
     index = ShardedIndex(shard, offset, name, device=device, group=group)
@@ -289,13 +289,5 @@ def sharded_similarity_graph(shard: Any, offset: int, *, metric: str = "cosine",
                 src, dst, d = src[keep], dst[keep], d[keep]
             else:
                 src, dst, d = torch.cat([src, rs]), torch.cat([dst, rd]), torch.cat([d, rdist])
-    n = index.num_rows
-    key = dst * n + src
-    key, order = torch.sort(key, stable=True)
-    d = d[order]
-    if len(key) > 1:
-        first = torch.ones(len(key), dtype=torch.bool)
-        first[1:] = key[1:] != key[:-1]
-        key, d = key[first], d[first]
-    edge_index = torch.stack([key % n, key // n])
+    edge_index, d = _coalesce(src, dst, d, index.num_rows)  # the single-process graph's ordering rule
     return {"edge_index": edge_index, "distance": d, "score": get_metric(name).score(d)}
