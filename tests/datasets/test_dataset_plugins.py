@@ -36,7 +36,7 @@ def test_all_builtin_datasets_are_registered_by_builtin_plugins():
     registry = get_registry("dataset")
     assert set(registry.names()) >= BUILTIN
     for entry in builtin_entries():
-        assert entry.plugin.startswith("graphforge.builtin.datasets.")
+        assert entry.plugin == "graphforge.builtin.datasets"
         assert entry.describe()
 
 

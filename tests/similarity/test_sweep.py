@@ -36,8 +36,8 @@ def fast_runs():
     torch.set_num_threads(1)
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("graphforge.engine.runner.plots.plot_confusion_matrix", lambda *a, **k: None)
-            mp.setattr("graphforge.engine.runner.plots.plot_learning_curves", lambda *a, **k: None)
+            mp.setattr("graphforge.engine.plots.plot_confusion_matrix", lambda *a, **k: None)
+            mp.setattr("graphforge.engine.plots.plot_learning_curves", lambda *a, **k: None)
             mp.setattr(Similarity, "write_plots", lambda self, history, plot_dir: [])
             yield
     finally:
