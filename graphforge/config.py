@@ -33,10 +33,18 @@ class RunConfig:
         epochs: Training epochs (default: the model's own default for mini-batch
             training; 200 for full-graph training on a dataset graph).
         batch_size: Mini-batch size.
-        lr: Peak learning rate of AdamW (default: 1e-3 for mini-batch training, 1e-2
-            for full-graph training, where each epoch is one optimiser step).
+        lr: Peak learning rate of AdamW (default: the model's ``default_lr`` or 1e-3 for
+            mini-batch training, 1e-2 for full-graph training, where each epoch is one
+            optimiser step).
         weight_decay: AdamW weight decay.
-        lr_schedule: ``cosine``, ``step`` (x0.1 at 50 % and 75 % of training) or ``none``.
+        lr_schedule: ``cosine``, ``step`` (x0.1 at 50 % and 75 % of training) or ``none``;
+            advanced after every optimiser step.
+        warmup_epochs: Linear LR warm-up over this many (possibly fractional) epochs.
+        label_smoothing: Label smoothing of the training cross-entropy (0: none).
+        augment: Training-batch augmentation of image datasets: ``auto`` (random
+            translation by up to 2 px on 28x28 and 32x32 images; nothing for images
+            under 14x14, such as 8x8 digits, or for other kinds), ``none``, ``shift``, ``hflip`` or ``shift+hflip`` (a flip is
+            wrong for digits and letters; see :mod:`graphforge.engine.augment`).
         patience: Stop after this many epochs without a better validation score
             (0 disables early stopping; default: 10 for mini-batch training, 20 for
             full-graph training).
@@ -63,6 +71,9 @@ class RunConfig:
     lr: float | None = None
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    augment: str = "auto"
     patience: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -92,6 +103,13 @@ class RunConfig:
             raise ConfigError(
                 f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
             )
+        check_float(self.warmup_epochs, "warmup_epochs", minimum=0.0)
+        check_float(self.label_smoothing, "label_smoothing", minimum=0.0)
+        if self.label_smoothing >= 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        from graphforge.engine.augment import parse_augment
+
+        parse_augment(self.augment)
         if not isinstance(self.options, dict):
             raise ConfigError(f"options must be a mapping, got {type(self.options).__name__}")
         for name in ("data_root", "out"):

@@ -17,7 +17,7 @@ from graphforge.engine.checkpoint import safe_load
 from graphforge.errors import ConfigError
 
 ARGS = ["--converter", "none", "--model", "mlp", "--limit-train", "200", "--limit-test", "40", "--no-plots",
-        "-o", "hidden=32", "--batch-size", "16", "--patience", "0", "-q"]
+        "-o", "hidden=32", "--batch-size", "16", "--patience", "0", "--threads", "1", "-q"]
 EPOCHS = 6
 
 
@@ -53,7 +53,7 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pat
     included), each resumed until it completes: every file parses, the history has each epoch
     exactly once, and the final metrics equal those of a run that was never interrupted."""
     ref = graphforge.run("none", "mlp", epochs=EPOCHS, out=str(tmp_path / "ref"), plots=False, limit_train=200,
-                         limit_test=40, options={"hidden": 32}, batch_size=16, patience=0)
+                         limit_test=40, options={"hidden": 32}, batch_size=16, patience=0, threads=1)
     rng = random.Random(7)
     kills = 0
     for trial in range(3):

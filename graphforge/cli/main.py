@@ -84,9 +84,14 @@ def cli() -> None:
               help="Training epochs [the model's default; 200 for full-graph training].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True),
-              help="Peak AdamW learning rate [1e-3 mini-batch; 1e-2 full-graph training].")
+              help="Peak AdamW learning rate [the model's default (3e-3 sage, cnn) or 1e-3 mini-batch; 1e-2 full-graph training].")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(["cosine", "step", "none"]), default="cosine", show_default=True)
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Linear LR warm-up over this many (fractional) epochs.")
+@click.option("--label-smoothing", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True)
+@click.option("--augment", default="auto", show_default=True,
+              help="Image training augmentation: auto (random 2-px shift of images >= 14x14), none, shift, hflip, shift+hflip.")
 @click.option("--patience", type=click.IntRange(min=0),
               help="Early-stopping patience in epochs, 0: off [10 mini-batch; 20 full-graph training].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)

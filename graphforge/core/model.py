@@ -24,6 +24,9 @@ class Model:
     inputs: ClassVar[frozenset[str]] = frozenset({"vectors"})
     #: Default number of training epochs when ``--epochs`` is not given.
     default_epochs: ClassVar[int] = 30
+    #: Peak learning rate of mini-batch training when ``--lr`` is not given (``None``: the
+    #: engine's 1e-3). Full-graph training keeps its own default.
+    default_lr: ClassVar[float | None] = None
 
     #: Shape of one sample for each input kind graphforge does not know itself (e.g.
     #: ``{"points": (64, 3)}``); :mod:`graphforge.testing` feeds such samples to the plugin.

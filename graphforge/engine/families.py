@@ -154,7 +154,10 @@ class GradientFamily(ModelFamily):
         if job.plan.config.sync_batchnorm and (job.dist is None or job.dist.backend != "nccl"):
             raise ConfigError("--sync-batchnorm needs a distributed run on GPUs (NCCL); on CPUs every rank keeps "
                               "its own BatchNorm statistics and rank 0's are used for evaluation")
-        _apply_defaults(job, FULL_GRAPH_DEFAULTS if full_graph else {**MINI_BATCH_DEFAULTS, "epochs": model.default_epochs})
+        defaults = FULL_GRAPH_DEFAULTS if full_graph else {**MINI_BATCH_DEFAULTS, "epochs": model.default_epochs}
+        if not full_graph and getattr(model, "default_lr", None):  # a model's own mini-batch learning rate
+            defaults = {**defaults, "lr": model.default_lr}
+        _apply_defaults(job, defaults)
         try:
             job.net = self.build_network(job.plan, job.data, job.out_spec).to(job.plan.device)
         except (MemoryError, RuntimeError) as exc:
@@ -196,16 +199,24 @@ class GradientFamily(ModelFamily):
             log.info("neighbour-sampled training on %d nodes: fanout %s, batch size %d",
                      graph.num_nodes, job.fanout, cfg.batch_size)
             task = SampledTransductiveTask(net, graph, job.fanout, cfg.batch_size, plan.device, generator,
-                                           progress, seed=cfg.seed, train_net=train_net, dist=info)
+                                           progress, seed=cfg.seed, train_net=train_net, dist=info,
+                                           label_smoothing=cfg.label_smoothing)
         elif graph is not None:
             log.info("full-batch training on the whole graph (%d nodes)", graph.num_nodes)
-            task = TransductiveTask(net, graph, plan.device)
+            task = TransductiveTask(net, graph, plan.device, label_smoothing=cfg.label_smoothing)
         else:
+            from graphforge.engine.augment import make_augment
+
+            augment = make_augment(cfg.augment, job.data.kind, tuple(job.spec.shape))
+            if augment is not None:
+                log.info("augmentation: %r", augment)
             task = InductiveTask(net, job.data, cfg.batch_size, plan.device, generator, progress,
-                                 train_net=train_net, dist=info)
+                                 train_net=train_net, dist=info, augment=augment,
+                                 label_smoothing=cfg.label_smoothing)
         trainer = Trainer(
             task, rundir, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
             lr_schedule=cfg.lr_schedule, patience=cfg.patience, meta=job.meta, generator=generator, dist=info,
+            warmup_epochs=cfg.warmup_epochs,
         )
         if resume:
             trainer.resume()

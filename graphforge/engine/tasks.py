@@ -16,7 +16,7 @@ methods, found on any submodule:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -106,13 +106,14 @@ def _check_finite_loss(loss: torch.Tensor, where: str) -> None:
 
 
 def _optimise(net: nn.Module, optimizer: torch.optim.Optimizer, logits: torch.Tensor, y: torch.Tensor,
-              epoch: int) -> tuple[float, int]:
+              epoch: int, label_smoothing: float = 0.0) -> tuple[float, int]:
     """One optimiser step on the cross-entropy of ``logits`` plus the modules' aux losses.
 
     Returns:
-        The cross-entropy and the number of correct predictions.
+        The cross-entropy (label-smoothed when ``label_smoothing`` > 0) and the number of
+        correct predictions.
     """
-    loss = F.cross_entropy(logits, y)
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     extra = aux_loss(net)
     total = loss if extra is None else loss + extra
     _check_finite_loss(total, f"epoch {epoch}")
@@ -130,11 +131,13 @@ class InductiveTask:
         data: The dataset splits (kept on the CPU; batches move to ``device``).
         batch_size: Training batch size (evaluation uses 4x).
         device: Where the network runs.
-        generator: Seeded generator for shuffling (saved in checkpoints).
+        generator: Seeded generator for shuffling and augmentation (saved in checkpoints).
         progress: Show a progress bar on stderr.
         train_net: The module that trains ``net`` (its ``DistributedDataParallel`` wrapper
             under torchrun; ``net`` itself by default).
         dist: The distributed job (each rank trains on its share of every epoch).
+        augment: Applied to each raw training batch (see :mod:`graphforge.engine.augment`).
+        label_smoothing: Label smoothing of the training loss.
     """
 
     def __init__(
@@ -147,6 +150,8 @@ class InductiveTask:
         progress: bool = False,
         train_net: nn.Module | None = None,
         dist: Any = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         self.net = net
         self.train_net = train_net if train_net is not None else net
@@ -156,6 +161,10 @@ class InductiveTask:
         self.device = device
         self.generator = generator
         self.progress = progress
+        self.augment = augment
+        self.label_smoothing = label_smoothing
+        world = dist.world_size if dist is not None else 1
+        self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / world) / batch_size)
 
     def _split(self, name: str) -> Split:
         return getattr(self.data, name)
@@ -170,9 +179,12 @@ class InductiveTask:
         per_rank = math.ceil(len(split) / world)
         n_batches = math.ceil(per_rank / self.batch_size)
         for idx in tqdm(batches, total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress):
-            x = split.x[idx].to(self.device, non_blocking=True)
+            x = split.x[idx]
+            if self.augment is not None:
+                x = self.augment(x, self.generator)
+            x = x.to(self.device, non_blocking=True)
             y = split.y[idx].to(self.device, non_blocking=True)
-            loss, hits = _optimise(self.net, optimizer, self.train_net(x), y, epoch)
+            loss, hits = _optimise(self.net, optimizer, self.train_net(x), y, epoch, self.label_smoothing)
             total_loss += loss * len(idx)
             correct += hits
             seen += len(idx)
@@ -204,7 +216,8 @@ class TransductiveTask:
         device: Where the network runs.
     """
 
-    def __init__(self, net: nn.Module, graph: Any, device: torch.device) -> None:
+    def __init__(self, net: nn.Module, graph: Any, device: torch.device, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
         self.mapped = check_graph_splits(graph)
         self.net = net
         self.graph = graph.to(device)
@@ -217,7 +230,7 @@ class TransductiveTask:
     def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
         self.net.train()
         logits, y = self._select(self.net(self.graph), "train")
-        loss, hits = _optimise(self.net, optimizer, logits, y, epoch)
+        loss, hits = _optimise(self.net, optimizer, logits, y, epoch, self.label_smoothing)
         return {"train_loss": loss, "train_accuracy": hits / max(len(y), 1)}
 
     @torch.no_grad()
@@ -253,7 +266,7 @@ class SampledTransductiveTask:
 
     def __init__(self, net: nn.Module, graph: Any, num_neighbors: list[int], batch_size: int,
                  device: torch.device, generator: torch.Generator, progress: bool = False, seed: int = 0,
-                 train_net: nn.Module | None = None, dist: Any = None) -> None:
+                 train_net: nn.Module | None = None, dist: Any = None, label_smoothing: float = 0.0) -> None:
         if check_graph_splits(graph):
             raise DataError(
                 "neighbour sampling needs a graph whose nodes are the samples (y and train/val/test masks); "
@@ -268,6 +281,7 @@ class SampledTransductiveTask:
         self.generator = generator
         self.progress = progress
         self.seed = seed
+        self.label_smoothing = label_smoothing
         train_nodes, _ = graph_split_nodes(self.graph, "train", False)
         if dist is not None and dist.active:  # each rank trains on its own seed nodes
             from graphforge.engine.distributed import shard_indices
@@ -279,6 +293,7 @@ class SampledTransductiveTask:
 
         self.train_loader = make_neighbor_loader(self.graph, num_neighbors, train_nodes, batch_size, shuffle=True,
                                                  generator=generator)
+        self.steps_per_epoch = len(self.train_loader)
         self._eval_generator = torch.Generator()
         self._eval_loaders: dict[str, Any] = {}
 
@@ -289,7 +304,8 @@ class SampledTransductiveTask:
         for batch in batches:
             batch = batch.to(self.device, non_blocking=True)
             n = batch.batch_size
-            loss, hits = _optimise(self.net, optimizer, self.train_net(batch)[:n], batch.y[:n], epoch)
+            loss, hits = _optimise(self.net, optimizer, self.train_net(batch)[:n], batch.y[:n], epoch,
+                                   self.label_smoothing)
             total_loss += loss * n
             correct += hits
             seen += n

@@ -12,8 +12,8 @@ docs/threads.md for the measurements behind it):
   (``OMP_WAIT_POLICY=PASSIVE``), so an idle worker sleeps instead of burning a core a
   busy neighbour process needs. The CLI sets this before torch loads; Python users who
   import torch first can set the variable themselves.
-* **Override.** ``--threads N`` (``threads=N``) sets the count; ``OMP_NUM_THREADS`` /
-  ``torch.set_num_threads`` set by the user are respected when ``--threads`` is not given.
+* **Override.** ``--threads N`` (``threads=N``) sets the count; without it, a smaller count
+  chosen with ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` is kept.
 """
 
 from __future__ import annotations
@@ -65,13 +65,14 @@ def configure_threads(threads: int | None = None) -> int:
     """Set torch's intra-op thread count by the policy above; return it.
 
     Args:
-        threads: An explicit count (``--threads``); ``None`` keeps a count the user set
-            through ``OMP_NUM_THREADS`` and otherwise uses :func:`available_cpus`.
+        threads: An explicit count (``--threads``); ``None`` keeps torch's current count (what
+            ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` chose) but never more than
+            :func:`available_cpus`.
     """
     import torch
 
     if threads is None:
-        threads = torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else available_cpus()
+        threads = min(torch.get_num_threads(), available_cpus())
     threads = max(1, int(threads))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,24 +53,51 @@ def make_optimizer(net: torch.nn.Module, lr: float, weight_decay: float) -> torc
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Build the per-epoch LR schedule ``cosine``, ``step`` or ``none``."""
-    if kind == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
-    if kind == "step":
-        milestones = sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+class LRFactor:
+    """The LR multiplier at each optimiser step: a linear warm-up, then ``cosine``, ``step`` or ``none``.
+
+    Args:
+        kind: ``cosine`` (half a cosine from 1 to 0 over the steps after the warm-up), ``step``
+            (x0.1 at 50 % and 75 % of training) or ``none`` (constant).
+        total_steps: Optimiser steps of the whole run.
+        warmup_steps: Steps of the linear warm-up from ``1 / warmup_steps`` to 1 (0: none).
+    """
+
+    def __init__(self, kind: str, total_steps: int, warmup_steps: int = 0) -> None:
+        self.kind = kind
+        self.total_steps = max(int(total_steps), 1)
+        self.warmup_steps = max(int(warmup_steps), 0)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.kind == "cosine":
+            span = max(self.total_steps - self.warmup_steps, 1)
+            t = min((step - self.warmup_steps) / span, 1.0)
+            return 0.5 * (1.0 + math.cos(math.pi * t))
+        if self.kind == "step":
+            return 0.1 ** sum(step >= m for m in _milestones(self.total_steps))
+        return 1.0
 
 
-def _retarget_scheduler(scheduler: Any, kind: str, epochs: int) -> None:
+def _milestones(total_steps: int) -> list[int]:
+    return sorted({max(1, int(total_steps * 0.5)), max(1, int(total_steps * 0.75))})
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, epochs: int, steps_per_epoch: int = 1,
+                   warmup_epochs: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Build the LR schedule ``cosine``, ``step`` or ``none`` (after ``warmup_epochs`` of linear
+    warm-up); it advances once per optimiser step (the trainer steps it after every ``optimizer.step()``)."""
+    steps_per_epoch = max(int(steps_per_epoch), 1)
+    factor = LRFactor(kind, max(epochs, 1) * steps_per_epoch, round(warmup_epochs * steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _retarget_scheduler(scheduler: Any, epochs: int, steps_per_epoch: int) -> None:
     # A resumed run may ask for more epochs: stretch the schedule to the new end.
-    if kind == "cosine":
-        scheduler.T_max = max(epochs, 1)
-    elif kind == "step":
-        from collections import Counter
-
-        scheduler.milestones = Counter(sorted({max(1, int(epochs * 0.5)), max(1, int(epochs * 0.75))}))
+    for fn in scheduler.lr_lambdas:
+        if isinstance(fn, LRFactor):
+            fn.total_steps = max(epochs, 1) * max(int(steps_per_epoch), 1)
 
 
 @torch.no_grad()
@@ -94,7 +122,8 @@ class Trainer:
         rundir: Where checkpoints and history go.
         epochs: Total number of epochs.
         lr, weight_decay: AdamW settings.
-        lr_schedule: ``cosine``, ``step`` or ``none``.
+        lr_schedule: ``cosine``, ``step`` or ``none``, advanced after every optimiser step.
+        warmup_epochs: Linear LR warm-up at the start (may be fractional; 0: none).
         patience: Early-stopping patience in epochs (0: never stop early).
         meta: Extra entries stored in ``checkpoint.pt`` (what is needed to rebuild the net).
         generator: The task's shuffling generator, saved for exact resume.
@@ -115,6 +144,7 @@ class Trainer:
         meta: dict[str, Any],
         generator: torch.Generator | None = None,
         dist: Any = None,
+        warmup_epochs: float = 0.0,
     ) -> None:
         self.task = task
         self.rundir = rundir
@@ -127,7 +157,9 @@ class Trainer:
 
         self.dist = dist if dist is not None else SINGLE
         self.optimizer = make_optimizer(task.net, lr, weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, lr_schedule, epochs)
+        self.steps_per_epoch = int(getattr(task, "steps_per_epoch", 1) or 1)
+        self.scheduler = make_scheduler(self.optimizer, lr_schedule, epochs, self.steps_per_epoch, warmup_epochs)
+        self.optimizer.register_step_post_hook(lambda *_: self.scheduler.step())
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
 
@@ -168,8 +200,8 @@ class Trainer:
             raise DataError(f"{self.rundir.file(LAST_CHECKPOINT)} holds no training state to resume from")
         load_weights(self.task.net, last["state"]["net"], self.rundir.file(LAST_CHECKPOINT), "network weights")
         load_weights(self.optimizer, training["optimizer"], self.rundir.file(LAST_CHECKPOINT), "optimiser state")
-        self.scheduler.load_state_dict(training["scheduler"])
-        _retarget_scheduler(self.scheduler, self.lr_schedule, self.epochs)
+        load_weights(self.scheduler, training["scheduler"], self.rundir.file(LAST_CHECKPOINT), "LR schedule")
+        _retarget_scheduler(self.scheduler, self.epochs, self.steps_per_epoch)
         self.state = TrainState(**training["state"])
         self.state.stopped_early = False
         set_rng_state(training["rng"])
@@ -196,7 +228,6 @@ class Trainer:
             val = evaluate_split(self.task, "val")
             row.update(val_loss=val["loss"], val_accuracy=val["accuracy"], lr=lr)
             row.update(merge_epoch_metrics(epoch_metrics(self.task.net), self.dist))
-            self.scheduler.step()
             row["seconds"] = time.perf_counter() - start
             st.history.append(row)
             # Without a validation split there is nothing to choose by: the latest epoch is

@@ -30,6 +30,22 @@ def _weighted(x_j: Tensor, w: Tensor | None) -> Tensor:
     return x_j if w is None else w.unsqueeze(-1) * x_j
 
 
+def dense_adjacency(edge_index: Tensor, edge_weight: Tensor | None, num_graphs: int, nodes_per_graph: int,
+                    dtype: torch.dtype = torch.float32) -> Tensor:
+    """The ``[B, n, n]`` weighted adjacency of ``B`` graphs of ``n`` nodes each (nodes numbered graph by graph).
+
+    ``A[b, i, j]`` is the summed weight of the edges ``j -> i`` of graph ``b`` (1 per edge when
+    ``edge_weight`` is ``None``); it is differentiable with respect to ``edge_weight``. Every
+    edge must join two nodes of the same graph.
+    """
+    n = nodes_per_graph
+    src, dst = edge_index[0], edge_index[1]
+    flat = (dst // n) * (n * n) + (dst % n) * n + (src % n)
+    w = edge_weight.to(dtype) if edge_weight is not None else torch.ones(flat.numel(), dtype=dtype, device=flat.device)
+    adj = torch.zeros(num_graphs * n * n, dtype=dtype, device=flat.device).index_add(0, flat, w)
+    return adj.view(num_graphs, n, n)
+
+
 class WeightedSAGEConv(MessagePassing):
     r"""GraphSAGE with weighted neighbour aggregation.
 
@@ -72,6 +88,22 @@ class WeightedSAGEConv(MessagePassing):
             ones = torch.ones(edge_index.shape[1], dtype=x.dtype, device=x.device) if w is None else w
             denom = scatter(ones, edge_index[1], dim=0, dim_size=x.shape[0], reduce="sum")
             out = out / denom.clamp_min(1e-6).unsqueeze(-1)
+        out = self.lin_l(out)
+        if self.lin_r is not None:
+            out = out + self.lin_r(x)
+        return out
+
+    def forward_dense(self, x: Tensor, adj: Tensor) -> Tensor:
+        """The same layer on ``B`` graphs of ``n`` nodes: ``x [B*n, F]``, ``adj [B, n, n]`` from
+        :func:`dense_adjacency` (``"mean"`` or ``"sum"`` only). One batched matrix product
+        replaces gather / multiply / scatter over the edges: several times faster on small,
+        dense KNN graphs such as ``dyn_knn``'s, with the same result."""
+        if self.mode == "max":
+            raise ValueError("forward_dense supports aggr='mean' and 'sum' only")
+        b, n, _ = adj.shape
+        if self.mode == "mean":
+            adj = adj / adj.sum(-1, keepdim=True).clamp_min(1e-6)
+        out = torch.bmm(adj.to(x.dtype), x.view(b, n, -1)).reshape(b * n, -1)
         out = self.lin_l(out)
         if self.lin_r is not None:
             out = out + self.lin_r(x)

@@ -179,3 +179,42 @@ def test_colour_image_folder_end_to_end(tmp_path):
                        options={"size": "14x10", "channels": [8, 16], "hidden": 16, "layers": 1})
     assert r.metrics["num_classes"] == 3
     assert r.metrics["test_accuracy"] > 0.6
+
+
+@pytest.mark.parametrize("learn_k", [True, False])
+@pytest.mark.parametrize("block", ["plain", "grapher"])
+def test_dense_sage_path_equals_the_edge_list_path(learn_k, block):
+    """dyn_knn graphs carry nodes_per_graph: sage aggregates with one batched matmul, same result."""
+    torch.manual_seed(0)
+    conv = DynKNN(learn_k=learn_k, k_max=10)
+    module = conv.build(EMNIST).train()
+    model = graphforge.get_model("sage", hidden=32, layers=2, block=block).build(conv.output_spec(EMNIST), 10)
+    x = torch.rand(6, *EMNIST.shape)
+    outs, grads = [], []
+    for dense in (True, False):
+        module.zero_grad()
+        model.zero_grad()
+        torch.manual_seed(1)
+        g = module(x)
+        assert g.nodes_per_graph == 49
+        if not dense:
+            del g.nodes_per_graph
+        out = model(g)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        if learn_k:
+            grads.append(torch.cat([p.grad.flatten() for p in module.k_head.parameters()]))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    if learn_k:
+        assert torch.allclose(grads[0], grads[1], atol=1e-5) and float(grads[0].abs().sum()) > 0
+
+
+def test_encoder_depth_and_k_head_input_options():
+    module = DynKNN(channels=[8, 16, 32], convs_per_block=2, k_input="mean+max").build(EMNIST)
+    convs = [m for m in module.encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 32, 32]
+    assert module.k_head[0].in_features == 64
+    g = module.train()(torch.rand(3, *EMNIST.shape))
+    assert g.x.shape == (3 * 49, 34)
+    with pytest.raises(ConfigError, match="k_input must be"):
+        graphforge.get_converter("dyn_knn", k_input="median")

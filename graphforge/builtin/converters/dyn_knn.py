@@ -3,7 +3,7 @@
 The module runs inside the model's forward pass:
 
 1. **Encoder block** — ``conv3x3 -> BatchNorm -> ReLU`` blocks, each followed by
-   2x2 max-pooling while the map stays at least ``min_side`` wide (28x28 -> 7x7,
+   2x2 max-pooling (at most twice) while the map stays at least ``min_side`` wide (28x28 -> 7x7,
    8x8 -> 4x4, 32x32 -> 8x8).
 2. **KNN block** — every position of the feature map becomes a node (its channels,
    plus its normalised (row, col) coordinates when ``pos_encoding``); a small head
@@ -41,39 +41,58 @@ from graphforge.neighbors.metrics import get_metric, list_metrics
 _METRICS = tuple(m.name for m in list_metrics() if m.op_name)
 
 
+#: At most this many encoder blocks pool: extra blocks deepen the encoder at the same node
+#: grid (28x28 -> 7x7 and 32x32 -> 8x8 with two or three blocks).
+MAX_POOLS = 2
+
+
 def _encoder_plan(height: int, width: int, n_blocks: int, min_side: int) -> tuple[list[bool], tuple[int, int]]:
     """Which blocks pool, and the final map size."""
     pools = []
     for _ in range(n_blocks):
-        pool = height // 2 >= min_side and width // 2 >= min_side
+        pool = height // 2 >= min_side and width // 2 >= min_side and sum(pools) < MAX_POOLS
         pools.append(pool)
         if pool:
             height, width = height // 2, width // 2
     return pools, (height, width)
 
 
+def _per_block(convs_per_block: int | Sequence[int], n_blocks: int) -> list[int]:
+    if isinstance(convs_per_block, int):
+        return [convs_per_block] * n_blocks
+    return list(convs_per_block)
+
+
 class Encoder(nn.Module):
-    """``conv3x3 -> BN -> ReLU (-> maxpool 2x2)`` blocks.
+    """``[conv3x3 -> BN -> ReLU] x convs_per_block (-> maxpool 2x2)`` blocks.
 
     Args:
         in_channels: Image channels.
         channels: Output channels of each block.
         pools: Whether each block ends with 2x2 max-pooling.
+        convs_per_block: Convolutions in each block (one number for all, or one per block).
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int], pools: Sequence[bool]) -> None:
+    def __init__(self, in_channels: int, channels: Sequence[int], pools: Sequence[bool],
+                 convs_per_block: int | Sequence[int] = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         prev = in_channels
-        for ch, pool in zip(channels, pools):
-            layers += [nn.Conv2d(prev, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
+        per_block = _per_block(convs_per_block, len(channels))
+        for ch, pool, n_convs in zip(channels, pools, per_block):
+            for _ in range(n_convs):
+                layers += [nn.Conv2d(prev, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
+                prev = ch
             if pool:
                 layers.append(nn.MaxPool2d(2))
             prev = ch
         self.blocks = nn.Sequential(*layers)
+        self.blocks.to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(x)
+        # channels-last (NHWC) runs oneDNN's fast kernels: about 1.9x faster forward + backward
+        # of a [32, 64, 128] x 2 encoder on one CPU thread; the maps' values are the same.
+        return self.blocks(x.contiguous(memory_format=torch.channels_last))
 
 
 class DynamicKNNGraph(nn.Module):
@@ -82,16 +101,19 @@ class DynamicKNNGraph(nn.Module):
     Shapes:
         input ``[B, C, H, W]``; output a PyG ``Batch`` of B graphs with ``x [B*N, F]``,
         ``edge_index [2, E]``, ``batch [B*N]``, ``k [B]`` (the k used for each image) and,
-        when training a learned k, ``edge_weight [E]`` (otherwise every edge weighs 1).
+        when training a learned k, ``edge_weight [E]`` (otherwise every edge weighs 1), and
+        ``nodes_per_graph`` (N: every graph has the same nodes, which lets ``sage`` aggregate
+        with one batched matrix product).
     """
 
     def __init__(self, spec: InputSpec, channels: Sequence[int], k_min: int, k_max: int, k: int, learn_k: bool,
-                 pos_encoding: bool, metric: str, tau: float, k_penalty: float, min_side: int) -> None:
+                 pos_encoding: bool, metric: str, tau: float, k_penalty: float, min_side: int,
+                 convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", pos_embed: bool = False) -> None:
         super().__init__()
         c, h, w = spec.shape
         pools, (fh, fw) = _encoder_plan(h, w, len(channels), min_side)
         self.num_nodes = fh * fw
-        self.encoder = Encoder(c, channels, pools)
+        self.encoder = Encoder(c, channels, pools, convs_per_block)
         self.k_min, self.k_max, self.k = k_min, min(k_max, self.num_nodes - 1), min(k, self.num_nodes - 1)
         self.learn_k = learn_k
         self.metric = metric
@@ -102,7 +124,12 @@ class DynamicKNNGraph(nn.Module):
         cols = torch.linspace(-1, 1, fw).repeat(fh)
         self.register_buffer("pos", torch.stack([rows, cols], dim=-1), persistent=False)
         last = channels[-1]
-        self.k_head = nn.Sequential(nn.Linear(last, 32), nn.ReLU(), nn.Linear(32, 1)) if learn_k else None
+        self.k_input = k_input
+        # ViG-style learnable absolute position embedding, added to every node's channels
+        # (before the KNN search, so it shapes the graph too).
+        self.pos_embed = nn.Parameter(torch.randn(1, self.num_nodes, last) * 0.02) if pos_embed else None
+        head_in = last * (2 if k_input == "mean+max" else 1)
+        self.k_head = nn.Sequential(nn.Linear(head_in, 32), nn.ReLU(), nn.Linear(32, 1)) if learn_k else None
         self._aux: Tensor | None = None
         self._k_counts: Counter[int] = Counter()
         self._k_sum = 0.0
@@ -115,7 +142,10 @@ class DynamicKNNGraph(nn.Module):
         if self.k_head is None:
             k = torch.full((b,), float(self.k), device=fmap.device)
             return k, k.long()
-        s = torch.sigmoid(self.k_head(fmap.mean(dim=(2, 3))).squeeze(-1).float())
+        summary = fmap.mean(dim=(2, 3))
+        if self.k_input == "mean+max":
+            summary = torch.cat([summary, fmap.amax(dim=(2, 3))], dim=-1)
+        s = torch.sigmoid(self.k_head(summary).squeeze(-1).float())
         k_cont = self.k_min + (self.k_max - self.k_min) * s
         return k_cont, k_cont.detach().round().clamp(self.k_min, self.k_max).long()
 
@@ -125,6 +155,8 @@ class DynamicKNNGraph(nn.Module):
         fmap = self.encoder(x)
         b, c, h, w = fmap.shape
         nodes = fmap.flatten(2).transpose(1, 2)  # [B, N, C]
+        if self.pos_embed is not None:
+            nodes = nodes + self.pos_embed.to(nodes.dtype)
         if self.pos_encoding:
             nodes = torch.cat([nodes, self.pos.to(nodes.dtype).expand(b, -1, -1)], dim=-1)
         k_cont, k_hard = self.predict_k(fmap)
@@ -152,7 +184,7 @@ class DynamicKNNGraph(nn.Module):
         batch = torch.arange(b, device=x.device).repeat_interleave(n)
         ptr = torch.arange(b + 1, device=x.device) * n
         return Batch(x=nodes.reshape(b * n, -1), edge_index=edge_index, edge_weight=weight, batch=batch, ptr=ptr,
-                     k=k_hard)
+                     k=k_hard, nodes_per_graph=n)
 
     def graphforge_aux_loss(self) -> Tensor | None:
         """The optional penalty on the expected k (see :class:`DynKNN`)."""
@@ -189,30 +221,41 @@ class DynKNN(Converter):
     """Images -> KNN graph of the CNN feature map, with a learned k for each image.
 
     Args:
-        channels (list of int, optional): Output channels of the encoder blocks. (default: ``[32, 64]``)
+        channels (list of int, optional): Output channels of the encoder blocks. (default: ``[32, 64, 128]``)
         k_min (int, optional): Smallest k the head may predict. (default: ``2``)
         k_max (int, optional): Largest k (clamped to the number of nodes - 1). (default: ``16``)
         k (int, optional): The fixed k when ``learn_k=False``. (default: ``8``)
         learn_k (bool, optional): Learn each image's k; ``False`` gives fixed-k graphs. (default: ``True``)
         pos_encoding (bool, optional): Append normalised (row, col) to each node. (default: ``True``)
+        pos_embed (bool, optional): Add a learnable embedding of each map position to its node's
+            channels (ViG's absolute position embedding), before the KNN search. (default: ``False``)
         metric (str, optional): Node distance of the KNN graph: ``euclidean`` (``l2``), ``cosine``,
             ``cityblock`` (``l1``), ``linf`` or ``ip``. (default: ``"euclidean"``)
         tau (float, optional): Temperature of the soft rank mask. (default: ``1.0``)
         k_penalty (float, optional): Weight of the penalty on the expected k. (default: ``0.0``)
         min_side (int, optional): Stop pooling when the map would get narrower than this. (default: ``4``)
+        convs_per_block (int or list of int, optional): ``conv3x3 -> BN -> ReLU`` layers in each encoder
+            block: one number for every block, or one per block (e.g. ``[1, 1, 2]``). (default: ``1``)
+        k_input (str, optional): What the k head sees: ``mean`` (the globally mean-pooled map) or
+            ``mean+max`` (mean- and max-pooled, concatenated). (default: ``"mean"``)
     """
 
     name = "dyn_knn"
     level = "sample"
     inputs = frozenset({"images"})
 
-    def __init__(self, channels: Sequence[int] = (32, 64), k_min: int = 2, k_max: int = 16, k: int = 8,
-                 learn_k: bool = True, pos_encoding: bool = True, metric: str = "euclidean", tau: float = 1.0,
-                 k_penalty: float = 0.0, min_side: int = 4) -> None:
+    def __init__(self, channels: Sequence[int] = (32, 64, 128), k_min: int = 2, k_max: int = 16, k: int = 8,
+                 learn_k: bool = True, pos_encoding: bool = True, pos_embed: bool = False, metric: str = "euclidean",
+                 tau: float = 1.0, k_penalty: float = 0.0, min_side: int = 4,
+                 convs_per_block: int | Sequence[int] = 1, k_input: str = "mean") -> None:
         channels = [channels] if isinstance(channels, int) else list(channels)
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"channels must be a list of positive integers, got {channels!r}")
-        for name, value in (("k_min", k_min), ("k_max", k_max), ("k", k), ("min_side", min_side)):
+        per_block = convs_per_block if isinstance(convs_per_block, (list, tuple)) else [convs_per_block]
+        if isinstance(convs_per_block, (list, tuple)) and len(per_block) != len(channels):
+            raise ValueError(f"convs_per_block needs one entry per block ({len(channels)}), got {convs_per_block!r}")
+        for name, value in (("k_min", k_min), ("k_max", k_max), ("k", k), ("min_side", min_side),
+                            *(("convs_per_block", v) for v in per_block)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if k_min > k_max:
@@ -220,8 +263,11 @@ class DynKNN(Converter):
         metric = get_metric(metric, _METRICS, user="dyn_knn (the native batched_knn op)").name
         tau = check_float(tau, "tau", minimum=0.0, exclusive_minimum=True)
         k_penalty = check_float(k_penalty, "k_penalty", minimum=0.0)
-        if not isinstance(learn_k, bool) or not isinstance(pos_encoding, bool):
-            raise ValueError("learn_k and pos_encoding must be true or false")
+        if k_input not in ("mean", "mean+max"):
+            raise ValueError(f"k_input must be mean or mean+max, got {k_input!r}")
+        if not isinstance(learn_k, bool) or not isinstance(pos_encoding, bool) or not isinstance(pos_embed, bool):
+            raise ValueError("learn_k, pos_encoding and pos_embed must be true or false")
+        self.pos_embed = pos_embed
         self.channels = channels
         self.k_min, self.k_max, self.k = k_min, k_max, k
         self.learn_k = learn_k
@@ -230,6 +276,8 @@ class DynKNN(Converter):
         self.tau = float(tau)
         self.k_penalty = float(k_penalty)
         self.min_side = min_side
+        self.convs_per_block = list(convs_per_block) if isinstance(convs_per_block, (list, tuple)) else convs_per_block
+        self.k_input = k_input
 
     def _num_nodes(self, spec: InputSpec) -> int:
         _, h, w = spec.shape
@@ -255,7 +303,8 @@ class DynKNN(Converter):
         """Return the :class:`DynamicKNNGraph` module for images of ``spec``."""
         self.check_input(spec)
         return DynamicKNNGraph(spec, self.channels, self.k_min, self.k_max, self.k, self.learn_k, self.pos_encoding,
-                               self.metric, self.tau, self.k_penalty, self.min_side)
+                               self.metric, self.tau, self.k_penalty, self.min_side, self.convs_per_block, self.k_input,
+                               self.pos_embed)
 
     def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
         """Plot the distribution of predicted k over the epochs (``k_distribution.png``)."""

@@ -36,7 +36,7 @@ class CNNNet(nn.Module):
         num_classes: Number of outputs.
         kernel_size: Convolution kernel size (odd; "same" padding).
         dropout: Dropout before the classifier.
-        convs_per_block: Convolutions in each block.
+        convs_per_block: Convolutions in each block (one number, or one per block).
 
     Shapes:
         input ``[N, C, H, W]``, output ``[N, num_classes]``.
@@ -51,14 +51,15 @@ class CNNNet(nn.Module):
         num_classes: int,
         kernel_size: int = 3,
         dropout: float = 0.25,
-        convs_per_block: int = 1,
+        convs_per_block: int | Sequence[int] = 1,
     ) -> None:
         super().__init__()
+        per_block = [convs_per_block] * len(channels) if isinstance(convs_per_block, int) else list(convs_per_block)
         layers: list[nn.Module] = []
         c_in, h, w = in_channels, height, width
         self.pooled_blocks = 0
-        for c_out in channels:
-            for _ in range(convs_per_block):
+        for c_out, n_convs in zip(channels, per_block):
+            for _ in range(n_convs):
                 layers += [
                     nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False),
                     nn.BatchNorm2d(c_out),
@@ -77,31 +78,35 @@ class CNNNet(nn.Module):
             nn.Linear(c_in * HEAD_GRID * HEAD_GRID, num_classes),
         )
         self.in_shape = (in_channels, height, width)
+        self.features.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        # channels-last (NHWC): oneDNN's fast convolution kernels (about 1.9x on one CPU thread).
+        return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
 class CNN(Model):
     """Small convolutional network for images of any size and channel count.
 
     Args:
-        channels (list of int, optional): Output channels of each block. (default: ``[32, 64]``)
+        channels (list of int, optional): Output channels of each block. (default: ``[32, 64, 128]``)
         kernel_size (int, optional): Odd convolution kernel size. (default: ``3``)
         dropout (float, optional): Dropout before the classifier. (default: ``0.25``)
-        convs_per_block (int, optional): Convolutions per block. (default: ``1``)
+        convs_per_block (int or list of int, optional): Convolutions per block: one number for every
+            block, or one per block (e.g. ``[1, 1, 2]``). (default: ``1``)
     """
 
     name = "cnn"
     inputs = frozenset({"images"})
-    default_epochs = 15
+    default_epochs = 20
+    default_lr = 3e-3
 
     def __init__(
         self,
-        channels: int | Sequence[int] = (32, 64),
+        channels: int | Sequence[int] = (32, 64, 128),
         kernel_size: int = 3,
         dropout: float = 0.25,
-        convs_per_block: int = 1,
+        convs_per_block: int | Sequence[int] = 1,
     ) -> None:
         if isinstance(channels, int) and not isinstance(channels, bool):
             channels = [channels]
@@ -113,12 +118,14 @@ class CNN(Model):
             raise ConfigError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
-        if isinstance(convs_per_block, bool) or not isinstance(convs_per_block, int) or convs_per_block < 1:
-            raise ConfigError(f"convs_per_block must be an integer >= 1, got {convs_per_block!r}")
+        per_block = list(convs_per_block) if isinstance(convs_per_block, (list, tuple)) else [convs_per_block]
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in per_block) or (
+                isinstance(convs_per_block, (list, tuple)) and len(per_block) != len(channels)):
+            raise ConfigError(f"convs_per_block must be an integer >= 1 or one per block, got {convs_per_block!r}")
         self.channels = [int(c) for c in channels]
         self.kernel_size = kernel_size
         self.dropout = float(dropout)
-        self.convs_per_block = convs_per_block
+        self.convs_per_block = list(convs_per_block) if isinstance(convs_per_block, (list, tuple)) else convs_per_block
 
     def build(self, spec: InputSpec, num_classes: int) -> nn.Module:
         """Return a :class:`CNNNet` for images of ``spec`` (``(C, H, W)``).
