@@ -62,6 +62,7 @@ class Job:
         net: The network of a gradient run (built before the run directory exists).
         fanout: Neighbour sampling per layer for a large dataset graph, or ``None``.
         dist: The distributed job (:data:`graphforge.engine.distributed.SINGLE` in one process).
+        threads: The run's :class:`graphforge.engine.threads.ThreadPolicy` (re-applied every epoch).
     """
 
     plan: Plan
@@ -73,6 +74,7 @@ class Job:
     net: nn.Module | None = None
     fanout: list[int] | None = None
     dist: Any = None
+    threads: Any = None
 
 
 @torch.no_grad()
@@ -216,7 +218,7 @@ class GradientFamily(ModelFamily):
         trainer = Trainer(
             task, rundir, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
             lr_schedule=cfg.lr_schedule, patience=cfg.patience, meta=job.meta, generator=generator, dist=info,
-            warmup_epochs=cfg.warmup_epochs,
+            warmup_epochs=cfg.warmup_epochs, threads=job.threads,
         )
         if resume:
             trainer.resume()

@@ -38,7 +38,7 @@ from graphforge.engine.families import (  # noqa: F401  (build_network, sample_f
 from graphforge.engine.metrics import report_text, summarize
 from graphforge.engine.rundir import RunDirectory, default_run_path
 from graphforge.engine.runtime import resolve_device, seed_everything
-from graphforge.engine.threads import configure_threads
+from graphforge.engine.threads import ThreadPolicy
 from graphforge.errors import ConfigError, GraphforgeError
 from graphforge.io import write_json, write_text
 from graphforge.plugins import get_registry
@@ -282,7 +282,8 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
             config = saved
         plan = plan_run(config)
         cfg = plan.config
-        configure_threads(cfg.threads)
+        threads = ThreadPolicy(cfg.threads)
+        threads.apply()
         seed_everything(cfg.seed + info.rank)  # per-rank streams (dropout, augmentation); rank 0 = a plain run
         if not info.main:
             logging.getLogger("graphforge").setLevel(logging.WARNING)
@@ -295,7 +296,8 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
 
         family = family_of(plan.model)
         graph = plan.converter.convert(data) if plan.converter.level == "dataset" else None
-        job = Job(plan, data, spec, out_spec, graph=graph, meta=_meta(plan, data, spec, out_spec), dist=info)
+        job = Job(plan, data, spec, out_spec, graph=graph, meta=_meta(plan, data, spec, out_spec), dist=info,
+                  threads=threads)
         family.prepare(job)  # defaults and the network: still before anything is written
 
         if rundir is None:

@@ -1,19 +1,23 @@
-"""How many CPU threads graphforge uses, and how its threads wait.
+"""How many CPU threads graphforge uses.
 
-The policy (applied by :func:`configure_threads` at the start of every run; see
-docs/threads.md for the measurements behind it):
+The policy (applied by :func:`configure_threads` at the start of every run and again
+before every epoch by :class:`ThreadPolicy`; docs/threads.md has the measurements behind it):
 
 * **Respect what the process may use.** The thread count is at most the CPUs in the
   process's affinity mask (``taskset``, Slurm, Kubernetes CPU sets) and the cgroup CPU
   quota (``docker --cpus``, ``cpu.max``), never the machine's core count when those are
   smaller: more threads than CPUs only make threads wait for each other.
-* **Never spin.** OpenMP worker threads (torch's intra-op pool and the native kernels,
-  which use ``at::parallel_for``) wait *passively* between parallel regions
-  (``OMP_WAIT_POLICY=PASSIVE``), so an idle worker sleeps instead of burning a core a
-  busy neighbour process needs. The CLI sets this before torch loads; Python users who
-  import torch first can set the variable themselves.
-* **Override.** ``--threads N`` (``threads=N``) sets the count; without it, a smaller count
-  chosen with ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` is kept.
+* **Leave the cores busy neighbours hold.** Torch's intra-op pool meets at a barrier after
+  every parallel region, so one of its threads descheduled by another process stalls all
+  of them: on the 2-core machine the Quickstart job trained 4x slower beside one busy
+  process with 2 threads, and at idle speed with 1. Before the run and before every epoch
+  the runnable tasks of *other* processes are counted (``/proc/stat``'s ``procs_running``
+  less this process's running threads, scaled to this process's share of the machine's
+  CPUs) and the count drops to the CPUs left over, at least 1; it rises again when they go.
+* **Override.** ``--threads N`` (``threads=N``) fixes the count and turns the adaptation
+  off (do that for bit-identical reruns: results can differ in the last bits between
+  thread counts), as does ``GRAPHFORGE_ADAPT_THREADS=0``; without it, a smaller count
+  chosen with ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` is the ceiling.
 """
 
 from __future__ import annotations
@@ -21,15 +25,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-
-#: Environment variables the CLI sets (unless the user did) before torch is imported.
-PASSIVE_WAIT_ENV: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def set_passive_wait() -> None:
-    """Make OpenMP threads sleep when idle (must run before torch is imported to take effect)."""
-    for key, value in PASSIVE_WAIT_ENV.items():
-        os.environ.setdefault(key, value)
 
 
 def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -61,19 +56,112 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def configure_threads(threads: int | None = None) -> int:
+def _procs_running(stat: Path = Path("/proc/stat")) -> int | None:
+    """Runnable tasks on the machine right now (``procs_running``), or ``None`` where unknown."""
+    try:
+        for line in stat.read_text().splitlines():
+            if line.startswith("procs_running "):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _own_running(tasks: Path = Path("/proc/self/task")) -> int:
+    """This process's threads in state ``R`` (the reading thread included)."""
+    count = 0
+    try:
+        for task in tasks.iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces or parens)
+            if stat[stat.rfind(")") + 2:stat.rfind(")") + 3] == "R":
+                count += 1
+    except OSError:
+        return 1
+    return max(1, count)
+
+
+def busy_elsewhere(samples: int = 3, interval: float = 0.005) -> int:
+    """CPUs of this process's share that other processes keep busy (median of a few samples).
+
+    The machine-wide count of runnable tasks less this process's own running threads, scaled
+    by the fraction of the machine's CPUs this process may use (a 2-CPU container on a
+    64-core host sees 1/32 of the host's load), rounded down; 0 where ``/proc`` is missing.
+    """
+    import statistics
+    import time
+
+    counts = []
+    for i in range(max(1, samples)):
+        total = _procs_running()
+        if total is None:
+            return 0
+        counts.append(max(0, total - _own_running()))
+        if i + 1 < samples:
+            time.sleep(interval)
+    share = available_cpus() / max(1, os.cpu_count() or 1)
+    return int(statistics.median(counts) * min(1.0, share))
+
+
+def configure_threads(threads: int | None = None, *, adapt: bool = True) -> int:
     """Set torch's intra-op thread count by the policy above; return it.
 
     Args:
         threads: An explicit count (``--threads``); ``None`` keeps torch's current count (what
             ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` chose) but never more than
-            :func:`available_cpus`.
+            :func:`available_cpus`, less the CPUs other processes keep busy when ``adapt``.
+        adapt: Without an explicit count, leave the CPUs busy neighbours hold.
     """
+    return ThreadPolicy(threads, adapt=adapt).apply()
+
+
+#: ``(ceiling, count)`` of the last :meth:`ThreadPolicy.apply`: a later run in the same process
+#: that finds torch still at ``count`` starts again from ``ceiling`` rather than from what an
+#: earlier run lowered it to (a count the user set in between is respected).
+_LAST_SET: tuple[int, int] | None = None
+
+
+def _torch_ceiling() -> int:
     import torch
 
-    if threads is None:
-        threads = min(torch.get_num_threads(), available_cpus())
-    threads = max(1, int(threads))
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return threads
+    now = torch.get_num_threads()
+    if _LAST_SET is not None and now == _LAST_SET[1]:
+        return _LAST_SET[0]
+    return now
+
+
+class ThreadPolicy:
+    """The thread count of one run: fixed by ``--threads`` or adapted to the machine's load.
+
+    Args:
+        threads: An explicit count, or ``None`` to adapt (between 1 and the ceiling: torch's
+            count at construction, at most :func:`available_cpus`).
+        adapt: Without an explicit count, leave the CPUs busy neighbours hold.
+    """
+
+    def __init__(self, threads: int | None = None, *, adapt: bool = True) -> None:
+        self.fixed = None if threads is None else max(1, int(threads))
+        self.base = min(_torch_ceiling(), available_cpus())
+        self.ceiling = self.fixed or self.base
+        off = os.environ.get("GRAPHFORGE_ADAPT_THREADS", "1").strip().lower() in ("0", "false", "no", "off")
+        self.adapt = adapt and not off and self.fixed is None and self.ceiling > 1
+
+    def choose(self) -> int:
+        """The count for now: fixed, or the ceiling less the CPUs busy elsewhere (at least 1)."""
+        if not self.adapt:
+            return self.ceiling
+        return max(1, min(self.ceiling, available_cpus() - busy_elsewhere()))
+
+    def apply(self) -> int:
+        """Set torch's intra-op count to :meth:`choose` and return it."""
+        import torch
+
+        global _LAST_SET
+        threads = self.choose()
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        _LAST_SET = (self.base, threads)
+        return threads

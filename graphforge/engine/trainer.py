@@ -145,8 +145,10 @@ class Trainer:
         generator: torch.Generator | None = None,
         dist: Any = None,
         warmup_epochs: float = 0.0,
+        threads: Any = None,
     ) -> None:
         self.task = task
+        self.threads = threads
         self.rundir = rundir
         self.epochs = epochs
         self.lr_schedule = lr_schedule
@@ -216,6 +218,8 @@ class Trainer:
         st = self.state
         while st.epoch < self.epochs:
             st.epoch += 1
+            if self.threads is not None:  # follow the machine's load (a no-op with --threads)
+                self.threads.apply()
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             row: dict[str, Any] = {"epoch": st.epoch}
