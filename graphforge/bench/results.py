@@ -402,8 +402,12 @@ def write_summary(out: Path, summary: Sequence[dict[str, Any]], header: str) -> 
     return [out / "summary.csv", out / "results.md"]
 
 
-def machine_header() -> str:
-    """The machine the figures come from: CPU model and flags, threads, torch, device."""
+def machine_header(threads: int | None = None) -> str:
+    """The machine the figures come from: CPU model and flags, threads, torch, device.
+
+    Args:
+        threads: The runs' thread ceiling (default: torch's count now).
+    """
     import os
     import platform
 
@@ -423,7 +427,7 @@ def machine_header() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"Machine: {model} ({', '.join(flags) or 'no AVX2'}), {os.cpu_count()} CPUs, torch "
-            f"{torch.__version__} with {torch.get_num_threads()} threads, {gpu}.")
+            f"{torch.__version__} with up to {threads or torch.get_num_threads()} threads per run, {gpu}.")
 
 
 def run_results(out: str | Path, data_root: str | Path, *, groups: Sequence[str] = GROUPS,
@@ -460,12 +464,15 @@ def run_results(out: str | Path, data_root: str | Path, *, groups: Sequence[str]
     missing = sorted({needs[g] for g in groups if not (root / needs[g]).is_dir()})
     if missing:
         raise DataError(f"{root} has no {' or '.join(missing)} folder (torchvision's layout: {missing[0]}/raw/...)")
+    from graphforge.engine.threads import ThreadPolicy
+
+    ceiling = ThreadPolicy().base  # before any run lowers torch's count for a busy machine
     bench = Bench(Path(out), str(root), [int(s) for s in dict.fromkeys(seeds)], device, quick, keep_runs, tuple(only))
     run_fixed_cells(bench, cells_for([g for g in GROUPS if g in groups], quick))
     if "fashion-similarity" in groups:
         run_similarity(bench)
     summary = summarize(bench.runs.load())
     mode = "--quick (smoke subsets, few epochs: not a result)" if quick else "full protocol"
-    header = (f"{machine_header()} Seeds {', '.join(map(str, bench.seeds))}; {mode}. In the commands, `{DATA}` is "
+    header = (f"{machine_header(ceiling)} Seeds {', '.join(map(str, bench.seeds))}; {mode}. In the commands, `{DATA}` is "
               "the folder holding `FashionMNIST/raw` and `MNIST/raw`; `S` is the seed.")
     return summary, [bench.runs.path, *write_summary(bench.out, summary, header)]
