@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 import graphforge
 from graphforge.core.data import InputSpec
+
+
+@contextmanager
+def interrupted_at(monkeypatch, task_cls: type, epoch: int) -> Iterator[None]:
+    """Inside the block, ``task_cls.train_epoch`` raises ``KeyboardInterrupt`` when it reaches ``epoch``
+    (a Ctrl-C mid-run, for resume tests); the original method is back afterwards."""
+    original = task_cls.train_epoch
+
+    def train_epoch(self, optimizer, current):
+        if current == epoch:
+            raise KeyboardInterrupt
+        return original(self, optimizer, current)
+
+    monkeypatch.setattr(task_cls, "train_epoch", train_epoch)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(task_cls, "train_epoch", original)
 
 
 class NearestCentroid(graphforge.FitModel):

@@ -8,7 +8,7 @@ import torch
 import graphforge
 from graphforge.engine import tasks as engine_tasks
 from graphforge.errors import ConfigError, DataError, UnknownPluginError
-from tests.helpers import TestModelsPlugin
+from tests.helpers import TestModelsPlugin, interrupted_at
 
 FAST = {"epochs": 3, "limit_train": 300, "limit_test": 100, "options": {"hidden": 32}}
 
@@ -58,19 +58,10 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     settings = dict(FAST, epochs=5, patience=0, seed=3)
     straight = graphforge.run("none", "mlp", out=str(tmp_path / "straight"), **settings)
 
-    original = engine_tasks.InductiveTask.train_epoch
-
-    def interrupt_at_4(self, optimizer, epoch):
-        if epoch == 4:
-            raise KeyboardInterrupt
-        return original(self, optimizer, epoch)
-
-    monkeypatch.setattr(engine_tasks.InductiveTask, "train_epoch", interrupt_at_4)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(monkeypatch, engine_tasks.InductiveTask, 4), pytest.raises(KeyboardInterrupt):
         graphforge.run("none", "mlp", out=str(tmp_path / "stopped"), **settings)
     status = json.loads((tmp_path / "stopped" / "run.json").read_text())
     assert status["status"] == "interrupted"
-    monkeypatch.setattr(engine_tasks.InductiveTask, "train_epoch", original)
 
     resumed = graphforge.run(resume=tmp_path / "stopped")
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]

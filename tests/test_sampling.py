@@ -24,6 +24,7 @@ from graphforge.engine.sampling import (
 )
 from graphforge.engine.tasks import SampledTransductiveTask
 from graphforge.errors import ConfigError, DataError
+from tests.helpers import interrupted_at
 
 
 def random_graph(num_nodes: int = 60, num_edges: int = 500, seed: int = 0, features: int = 4) -> Data:
@@ -299,17 +300,8 @@ def test_sampled_run_resumes_exactly(tmp_path, plugin_registered, monkeypatch):
     plugin_registered(ClusterPlugin(), "cluster-plugin")
     settings = dict(RUN, epochs=4, options={"num_neighbors": [3, 3], "layers": 2, "hidden": 8})
     straight = graphforge.run("class-graph", "sage", out=str(tmp_path / "straight"), **settings)
-    original = SampledTransductiveTask.train_epoch
-
-    def interrupt_at_3(self, optimizer, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, optimizer, epoch)
-
-    monkeypatch.setattr(SampledTransductiveTask, "train_epoch", interrupt_at_3)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(monkeypatch, SampledTransductiveTask, 3), pytest.raises(KeyboardInterrupt):
         graphforge.run("class-graph", "sage", out=str(tmp_path / "stopped"), **settings)
-    monkeypatch.setattr(SampledTransductiveTask, "train_epoch", original)
     resumed = graphforge.run(resume=tmp_path / "stopped")
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     assert resumed.metrics["test_accuracy"] == straight.metrics["test_accuracy"]

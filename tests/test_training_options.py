@@ -7,6 +7,7 @@ import graphforge
 from graphforge.engine.augment import ImageAugment, make_augment, shift_pixels
 from graphforge.engine.trainer import LRFactor
 from graphforge.errors import ConfigError
+from tests.helpers import interrupted_at
 
 
 def _translate(img, dy, dx):
@@ -65,17 +66,8 @@ def test_run_with_training_options_resumes_exactly(tmp_path, monkeypatch):
                     label_smoothing=0.1, warmup_epochs=0.5, options={"hidden": 16}, plots=False)
     straight = graphforge.run("none", "mlp", dataset="digits", out=str(tmp_path / "a"), **settings)
     assert straight.history[0]["lr"] < straight.history[1]["lr"]  # still warming up when epoch 1 starts
-    original = engine_tasks.InductiveTask.train_epoch
-
-    def interrupt_at_3(self, optimizer, epoch):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, optimizer, epoch)
-
-    monkeypatch.setattr(engine_tasks.InductiveTask, "train_epoch", interrupt_at_3)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at(monkeypatch, engine_tasks.InductiveTask, 3), pytest.raises(KeyboardInterrupt):
         graphforge.run("none", "mlp", dataset="digits", out=str(tmp_path / "b"), **settings)
-    monkeypatch.setattr(engine_tasks.InductiveTask, "train_epoch", original)
     resumed = graphforge.run(resume=tmp_path / "b")
     assert [round(h["train_loss"], 6) for h in resumed.history] == [round(h["train_loss"], 6) for h in straight.history]
     with pytest.raises(ConfigError, match="label_smoothing"):
