@@ -75,7 +75,7 @@ def test_policy_leaves_busy_cpus_and_comes_back(monkeypatch) -> None:
     monkeypatch.setattr(th, "available_cpus", lambda: 4)
     torch.set_num_threads(4)
     busy = {"n": 0}
-    monkeypatch.setattr(th, "busy_elsewhere", lambda: busy["n"])
+    monkeypatch.setattr(th, "busy_elsewhere", lambda **_: busy["n"])
     policy = th.ThreadPolicy()
     assert policy.apply() == 4
     busy["n"] = 3
@@ -91,10 +91,10 @@ def test_policy_leaves_busy_cpus_and_comes_back(monkeypatch) -> None:
 
 def test_explicit_count_and_env_switch_turn_adaptation_off(monkeypatch) -> None:
     monkeypatch.setattr(th, "available_cpus", lambda: 4)
-    monkeypatch.setattr(th, "busy_elsewhere", lambda: 3)
+    monkeypatch.setattr(th, "busy_elsewhere", lambda **_: 3)
     torch.set_num_threads(4)
     assert th.ThreadPolicy(2).apply() == 2
-    assert th.configure_threads(3) == 3
+    assert th.ThreadPolicy(3).apply() == 3
     monkeypatch.setenv("GRAPHFORGE_ADAPT_THREADS", "0")
     torch.set_num_threads(4)
     assert th.ThreadPolicy().apply() == 4
@@ -102,7 +102,7 @@ def test_explicit_count_and_env_switch_turn_adaptation_off(monkeypatch) -> None:
 
 def test_user_lowered_count_is_the_ceiling(monkeypatch) -> None:
     monkeypatch.setattr(th, "available_cpus", lambda: 4)
-    monkeypatch.setattr(th, "busy_elsewhere", lambda: 0)
+    monkeypatch.setattr(th, "busy_elsewhere", lambda **_: 0)
     torch.set_num_threads(2)  # as OMP_NUM_THREADS=2 would
     assert th.ThreadPolicy().apply() == 2
 

@@ -1,7 +1,7 @@
 """How many CPU threads graphforge uses.
 
-The policy (applied by :func:`configure_threads` at the start of every run and again
-before every epoch by :class:`ThreadPolicy`; docs/threads.md has the measurements behind it):
+The policy (applied by :class:`ThreadPolicy` at the start of every run and again
+before every epoch; docs/threads.md has the measurements behind it):
 
 * **Respect what the process may use.** The thread count is at most the CPUs in the
   process's affinity mask (``taskset``, Slurm, Kubernetes CPU sets) and the cgroup CPU
@@ -84,12 +84,13 @@ def _own_running(tasks: Path = Path("/proc/self/task")) -> int:
     return max(1, count)
 
 
-def busy_elsewhere(samples: int = 3, interval: float = 0.005) -> int:
+def busy_elsewhere(samples: int = 3, interval: float = 0.005, *, cpus: int | None = None) -> int:
     """CPUs of this process's share that other processes keep busy (median of a few samples).
 
     The machine-wide count of runnable tasks less this process's own running threads, scaled
     by the fraction of the machine's CPUs this process may use (a 2-CPU container on a
     64-core host sees 1/32 of the host's load), rounded down; 0 where ``/proc`` is missing.
+    ``cpus`` is this process's :func:`available_cpus` when the caller has it already.
     """
     import statistics
     import time
@@ -102,20 +103,8 @@ def busy_elsewhere(samples: int = 3, interval: float = 0.005) -> int:
         counts.append(max(0, total - _own_running()))
         if i + 1 < samples:
             time.sleep(interval)
-    share = available_cpus() / max(1, os.cpu_count() or 1)
+    share = (cpus or available_cpus()) / max(1, os.cpu_count() or 1)
     return int(statistics.median(counts) * min(1.0, share))
-
-
-def configure_threads(threads: int | None = None, *, adapt: bool = True) -> int:
-    """Set torch's intra-op thread count by the policy above; return it.
-
-    Args:
-        threads: An explicit count (``--threads``); ``None`` keeps torch's current count (what
-            ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` chose) but never more than
-            :func:`available_cpus`, less the CPUs other processes keep busy when ``adapt``.
-        adapt: Without an explicit count, leave the CPUs busy neighbours hold.
-    """
-    return ThreadPolicy(threads, adapt=adapt).apply()
 
 
 #: ``(ceiling, count)`` of the last :meth:`ThreadPolicy.apply`: a later run in the same process
@@ -153,7 +142,8 @@ class ThreadPolicy:
         """The count for now: fixed, or the ceiling less the CPUs busy elsewhere (at least 1)."""
         if not self.adapt:
             return self.ceiling
-        return max(1, min(self.ceiling, available_cpus() - busy_elsewhere()))
+        cpus = available_cpus()
+        return max(1, min(self.ceiling, cpus - busy_elsewhere(cpus=cpus)))
 
     def apply(self) -> int:
         """Set torch's intra-op count to :meth:`choose` and return it."""
