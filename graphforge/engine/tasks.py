@@ -175,10 +175,7 @@ class InductiveTask:
         total_loss, correct, seen = 0.0, 0, 0
         batches = iterate_batches(len(split), self.batch_size, shuffle=True, generator=self.generator,
                                   dist=self.dist)
-        world = self.dist.world_size if self.dist is not None else 1
-        per_rank = math.ceil(len(split) / world)
-        n_batches = math.ceil(per_rank / self.batch_size)
-        for idx in tqdm(batches, total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress):
+        for idx in tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {epoch}", leave=False, disable=not self.progress):
             x = split.x[idx]
             if self.augment is not None:
                 x = self.augment(x, self.generator)
