@@ -49,6 +49,8 @@ TORCH_LIBRARY(graphforge, m) {
       " -> (Tensor dist, Tensor edge_index)");
   // The k smallest entries of each row, sorted by (value, column) (CPU; see knn_cpu.cpp).
   m.def("smallest_k(Tensor scores, int k) -> (Tensor values, Tensor indices)");
+  // The k smallest of bias[j] + alpha * dots[i, j] (int32), sorted by (value, column) (CPU).
+  m.def("smallest_k_affine(Tensor dots, Tensor bias, int alpha, int k) -> (Tensor values, Tensor indices)");
 }
 
 #ifdef TORCH_EXTENSION_NAME

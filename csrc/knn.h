@@ -43,6 +43,12 @@ std::tuple<at::Tensor, at::Tensor> batched_knn_cpu(const at::Tensor& x,
 // column): (values [M, k], indices [M, k] int64). (csrc/cpu/knn_cpu.cpp)
 std::tuple<at::Tensor, at::Tensor> smallest_k_cpu(const at::Tensor& scores, int64_t k);
 
+// Row-wise k smallest of bias[j] + alpha * dots[i, j] for int32 dots [M, N] and bias [N]
+// (no overflow checks: the caller bounds the scores): (values [M, k] int32, indices [M, k]
+// int64), sorted by (value, column). (csrc/cpu/knn_cpu.cpp)
+std::tuple<at::Tensor, at::Tensor> smallest_k_affine_cpu(const at::Tensor& dots, const at::Tensor& bias,
+                                                         int64_t alpha, int64_t k);
+
 #ifdef WITH_CUDA
 // CUDA kernel (csrc/cuda/knn_cuda.cu) and the CUDA version it was compiled with.
 std::tuple<at::Tensor, at::Tensor> batched_knn_cuda(const at::Tensor& x,

@@ -235,6 +235,10 @@ GF_MULTIVERSION void scan_sorted(const double* row, int64_t nc, int64_t c0, int6
                                  int64_t K, Entry<double>* top, int64_t& count) {
   scan_sorted_impl(row, nc, c0, skip, K, top, count);
 }
+GF_MULTIVERSION void scan_sorted(const int32_t* row, int64_t nc, int64_t c0, int64_t skip,
+                                 int64_t K, Entry<int32_t>* top, int64_t& count) {
+  scan_sorted_impl(row, nc, c0, skip, K, top, count);
+}
 
 template <typename T>
 GF_ALWAYS_INLINE void scan_heap_impl(const T* row, int64_t nc, int64_t c0, int64_t skip, int64_t K,
@@ -268,6 +272,19 @@ GF_MULTIVERSION void scan_heap(const float* row, int64_t nc, int64_t c0, int64_t
 GF_MULTIVERSION void scan_heap(const double* row, int64_t nc, int64_t c0, int64_t skip, int64_t K,
                                Entry<double>* heap, int64_t& count) {
   scan_heap_impl(row, nc, c0, skip, K, heap, count);
+}
+GF_MULTIVERSION void scan_heap(const int32_t* row, int64_t nc, int64_t c0, int64_t skip, int64_t K,
+                               Entry<int32_t>* heap, int64_t& count) {
+  scan_heap_impl(row, nc, c0, skip, K, heap, count);
+}
+
+// out[j] = bias[j] + alpha * dots[j] in int32 (the caller rules out overflow); unsigned
+// arithmetic so that the compiler may vectorise without signed-overflow assumptions.
+GF_MULTIVERSION void affine_int32(const int32_t* __restrict__ dots, const int32_t* __restrict__ bias,
+                                  int32_t alpha, int64_t n, int32_t* __restrict__ out) {
+  const uint32_t a = static_cast<uint32_t>(alpha);
+  for (int64_t j = 0; j < n; ++j)
+    out[j] = static_cast<int32_t>(static_cast<uint32_t>(bias[j]) + a * static_cast<uint32_t>(dots[j]));
 }
 
 template <typename scalar_t>
@@ -1112,9 +1129,69 @@ std::tuple<at::Tensor, at::Tensor> smallest_k_cpu(const at::Tensor& scores, int6
   return {values, indices};
 }
 
+// ---------------------------------------------------------------------------------------
+// smallest_k_affine: the k smallest of bias[j] + alpha * dots[i, j] for each row i of an
+// int32 matrix (the int8 candidate pass of the exact search: dots = q_int8 . x_int8 from an
+// int8 GEMM, bias = |x_int8|^2, alpha = -2). The scores are formed a chunk at a time in a
+// small per-thread buffer that stays in cache, so the [M, N] score matrix is never written.
+// Integers: the scores are exact and so is their order, ties by the lower column.
+// ---------------------------------------------------------------------------------------
+std::tuple<at::Tensor, at::Tensor> smallest_k_affine_cpu(const at::Tensor& dots, const at::Tensor& bias,
+                                                         int64_t alpha, int64_t k) {
+  TORCH_CHECK(dots.device().is_cpu() && bias.device().is_cpu(),
+              "graphforge::smallest_k_affine (CPU): dots and bias must be CPU tensors");
+  TORCH_CHECK_VALUE(dots.dim() == 2 && dots.scalar_type() == at::kInt,
+                    "graphforge::smallest_k_affine: dots must be a 2-D int32 tensor, got ",
+                    dots.dim(), "-D ", dots.scalar_type());
+  const int64_t M = dots.size(0), n = dots.size(1);
+  TORCH_CHECK_VALUE(bias.dim() == 1 && bias.size(0) == n && bias.scalar_type() == at::kInt,
+                    "graphforge::smallest_k_affine: bias must be int32 [", n, "] (one per column), got ",
+                    bias.sizes(), " ", bias.scalar_type());
+  TORCH_CHECK_VALUE(alpha >= INT32_MIN && alpha <= INT32_MAX,
+                    "graphforge::smallest_k_affine: alpha must fit in int32, got ", alpha);
+  TORCH_CHECK_VALUE(k >= 0 && k <= n, "graphforge::smallest_k_affine: k must be in [0, ", n,
+                    "] (the number of columns), got ", k);
+  const bool rows_contiguous = dots.stride(1) == 1 && (M <= 1 || dots.stride(0) >= n);
+  const at::Tensor d = rows_contiguous ? dots : dots.contiguous();
+  const at::Tensor b = bias.contiguous();
+  const int64_t ld = d.stride(0);
+  at::Tensor values = at::empty({M, k}, d.options());
+  at::Tensor indices = at::empty({M, k}, d.options().dtype(at::kLong));
+  if (M == 0 || k == 0) return {values, indices};
+  constexpr int64_t kChunk = 4096;  // 16 KiB of scores: stays in L1 / L2
+  const int32_t* D = d.data_ptr<int32_t>();
+  const int32_t* Bv = b.data_ptr<int32_t>();
+  int32_t* V = values.data_ptr<int32_t>();
+  int64_t* I = indices.data_ptr<int64_t>();
+  const int32_t a = static_cast<int32_t>(alpha);
+  at::parallel_for(0, M, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<Entry<int32_t>> top(static_cast<size_t>(k));
+    std::vector<int32_t> buf(static_cast<size_t>(std::min(n, kChunk)));
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t count = 0;
+      const int32_t* row = D + r * ld;
+      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+        const int64_t nc = std::min(kChunk, n - c0);
+        affine_int32(row + c0, Bv + c0, a, nc, buf.data());
+        if (k > kSortedMaxK)
+          scan_heap(buf.data(), nc, c0, -1, k, top.data(), count);
+        else
+          scan_sorted(buf.data(), nc, c0, -1, k, top.data(), count);
+      }
+      if (k > kSortedMaxK) std::sort(top.begin(), top.end(), entry_less<int32_t>);
+      for (int64_t e = 0; e < k; ++e) {
+        V[r * k + e] = top[e].d;
+        I[r * k + e] = top[e].i;
+      }
+    }
+  });
+  return {values, indices};
+}
+
 TORCH_LIBRARY_IMPL(graphforge, CPU, m) {
   m.impl("batched_knn", &batched_knn_cpu);
   m.impl("smallest_k", &smallest_k_cpu);
+  m.impl("smallest_k_affine", &smallest_k_affine_cpu);
 }
 
 }  // namespace graphforge

@@ -9,6 +9,8 @@
 * :mod:`~graphforge.neighbors.faiss_index` — FAISS flat / IVF / HNSW indexes
   (:class:`IndexParams`), on a GPU where faiss-gpu is present.
 * :mod:`~graphforge.neighbors.gemm` — the faster CPU BLAS for the search's products.
+* :mod:`~graphforge.neighbors.int8` — the int8 candidate pass for data on an 8-bit grid
+  (images), on CPUs with VNNI or AMX; exact after the same certificate.
 * :mod:`~graphforge.neighbors.classifier` — :class:`KNNClassifier`, scikit-learn's API.
 
 This package depends only on torch, NumPy, FAISS (imported when used) and graphforge's

@@ -19,6 +19,11 @@ exactly, in memory-bounded blocks:
    near-ties at the candidate boundary) are searched again over the whole database
    in float64.
 
+Data on an 8-bit grid (images stored as bytes, scaled by one factor) take a faster
+first step where the CPU has VNNI or AMX: an int8 GEMM finds the candidates on the grid,
+certified the same way with each row's distance from the grid
+(:mod:`graphforge.neighbors.int8`). The answer is the same, bit for bit.
+
 Ties are broken by database index (the lower index wins), deterministically, so a
 neighbour list of length ``k`` is a prefix of the list for any larger ``k`` (a k sweep
 can search once at the largest). scikit-learn's brute-force search makes no such
@@ -62,6 +67,14 @@ from graphforge.neighbors.faiss_index import (
     faiss_range_candidates,
 )
 from graphforge.neighbors.gemm import GemmChooser
+from graphforge.neighbors.int8 import (
+    AUTO_MIN_ROWS,
+    GRID_TOLERANCE,
+    Int8Database,
+    cpu_int8_features,
+    detect_grid,
+    int8_setting,
+)
 from graphforge.neighbors.metrics import Metric, get_metric, unit_rows
 from graphforge.ops import smallest_k
 from graphforge.ops._extension import native_available
@@ -93,6 +106,8 @@ class SearchStats:
         device: Device of the candidate search.
         cpu_gemm: BLAS of a CPU GEMM search (``torch`` or ``numpy``; ``auto`` while
             still choosing; empty for other searches). See :mod:`graphforge.neighbors.gemm`.
+        int8_queries: Queries answered by the int8 candidate pass (data on an 8-bit
+            grid; see :mod:`graphforge.neighbors.int8`); the rest took the fp32 pass.
     """
 
     queries: int = 0
@@ -100,6 +115,7 @@ class SearchStats:
     backend: str = ""
     device: str = "cpu"
     cpu_gemm: str = ""
+    int8_queries: int = 0
 
 
 def _sort_by_distance_then_index(dist: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,6 +199,25 @@ class Prepared:
                 aug = -db
             self.gemm_db = aug.contiguous()
             self.db = None  # type: ignore[assignment]  # only FAISS and the other metrics read it
+        self.int8 = self._int8_database(database) if self.gemm_db is not None else None
+
+    def _int8_database(self, database: torch.Tensor) -> Int8Database | None:
+        """The int8 grid copy of the database, when the int8 candidate pass applies."""
+        setting = int8_setting()
+        if setting == "off" or self.metric.family != "l2" or self.metric.normalized or self.scale != 1.0:
+            return None
+        if setting == "auto" and (not cpu_int8_features() or self.n < AUTO_MIN_ROWS):
+            return None
+        grid = detect_grid(database) if Int8Database.fits(self.dim) else None
+        if grid is None:
+            return None
+        int8 = Int8Database(database, grid)
+        if not int8.on_grid:
+            log.debug("int8 candidates: off (largest row residual %.3g of a step)", int8.residual / grid.step)
+            return None
+        log.debug("int8 candidates: on (grid step %.6g, largest residual %.3g of a step)",
+                  grid.step, int8.residual / grid.step)
+        return int8
 
     def scores(self, q: torch.Tensor, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """fp32 scores (smaller = nearer) of prepared queries ``q`` against rows ``start:stop``.
@@ -298,6 +333,60 @@ def _cpu_candidates(prep: Prepared, q: torch.Tensor, c: int, db_block: int) -> t
         return parts_s[0], parts_i[0]
     vals, pos = smallest_k(torch.cat(parts_s, 1), c)
     return vals, torch.cat(parts_i, 1).gather(1, pos)
+
+
+def _certified_top_k(
+    metric: Metric,
+    q_cpu: torch.Tensor,
+    db: torch.Tensor,
+    s64: torch.Tensor,
+    cand_i: torch.Tensor,
+    bound: torch.Tensor,
+    k: int,
+    exact_score: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The exact ``k`` nearest among candidates, and which queries that is certain for.
+
+    Args:
+        metric: The search metric (exact float64 distances from the rows themselves).
+        q_cpu: ``[B, D]`` queries; ``db``: the database rows.
+        s64: ``[B, c]`` candidate scores (float64, ascending); every row outside the
+            candidates scores at least the last one.
+        cand_i: ``[B, c]`` their database rows.
+        bound: ``[B]`` the most a score can differ from the exact one on its scale.
+        k: Neighbours wanted, ``k <= c``.
+        exact_score: ``(distances [B', j], queries [B', D]) -> scores`` on the candidates' scale.
+
+    Returns:
+        ``(distances [B, k], indices [B, k], bad [B] bool)``: sorted by (distance, row);
+        where ``bad`` is set a row outside the candidates might be nearer (or tie), and the
+        row's answer must come from elsewhere.
+    """
+    b, c = s64.shape
+    n = len(db)
+    outside = s64[:, -1] if c < n else torch.full((b,), math.inf, dtype=torch.float64)
+    # Fast path: the first k by score are certainly the k nearest when even the error
+    # cannot close the gap to the next candidate (or to the rows outside). Then only
+    # those k need exact distances.
+    nxt = torch.minimum(s64[:, k], outside) if c > k else outside
+    sure = s64[:, k - 1] + bound < nxt - bound
+    d_k = torch.empty(b, k, dtype=torch.float64)
+    i_k = torch.empty(b, k, dtype=torch.long)
+    bad = torch.zeros(b, dtype=torch.bool)
+    rows = torch.nonzero(sure).squeeze(1)
+    if len(rows):
+        idx = cand_i[rows, :k]
+        d_k[rows], i_k[rows] = _sort_by_distance_then_index(metric.distances(q_cpu[rows], db[idx]), idx)
+    rows = torch.nonzero(~sure).squeeze(1)
+    if len(rows):
+        # Near-ties: re-rank every candidate exactly, then certify against the outside.
+        idx = cand_i[rows]
+        d, i = _sort_by_distance_then_index(metric.distances(q_cpu[rows], db[idx]), idx)
+        d, i = d[:, :k].contiguous(), i[:, :k].contiguous()
+        kth_score = exact_score(d[:, -1:], q_cpu[rows]).squeeze(1)
+        bad[rows] = ~(kth_score < outside[rows] - bound[rows])
+        d_k[rows], i_k[rows] = d, i
+    return d_k, i_k, bad
 
 
 def _full_exact(prep: Prepared, q_cpu: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -455,7 +544,7 @@ class KNNIndex:
             raise ConfigError(f"k={k} is larger than the database ({n} rows); use k <= {n}")
         batch_size = check_int(batch_size, "batch_size", minimum=1, optional=True)
         stats = stats if stats is not None else SearchStats()
-        stats.queries, stats.fallback_queries = len(qs), 0
+        stats.queries, stats.fallback_queries, stats.int8_queries = len(qs), 0, 0
         stats.backend, stats.device = self.backend, str(self.device)
         m = len(qs)
         if m == 0:
@@ -474,8 +563,9 @@ class KNNIndex:
         out_i = torch.empty(m, k, dtype=torch.long)
         for start in range(0, m, batch_size):
             q_cpu = qs[start : start + batch_size]
-            d_k, i_k, fallbacks = self._search_block(q_cpu, k, c, db_block)
+            d_k, i_k, fallbacks, int8_queries = self._search_block(q_cpu, k, c, db_block)
             stats.fallback_queries += fallbacks
+            stats.int8_queries += int8_queries
             out_d[start : start + len(q_cpu)] = d_k
             out_i[start : start + len(q_cpu)] = i_k
         stats.cpu_gemm = self.cpu_gemm
@@ -497,6 +587,36 @@ class KNNIndex:
 
     def _search_block(
         self, q_cpu: torch.Tensor, k: int, c: int, db_block: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """The ``k`` nearest of a block of queries: ``(distances, indices, fp64 fallbacks, int8 queries)``."""
+        int8 = self._prep.int8
+        if int8 is None:
+            return (*self._search_block_fp32(q_cpu, k, c, db_block), 0)
+        # Queries on the database's grid: int8 candidates, certified with the residuals.
+        levels, q_sq, q_res = int8.quantize(q_cpu)
+        on = torch.nonzero(q_res <= GRID_TOLERANCE * int8.grid.step).squeeze(1)
+        d_k = torch.empty(len(q_cpu), k, dtype=torch.float64)
+        i_k = torch.empty(len(q_cpu), k, dtype=torch.long)
+        redo = torch.ones(len(q_cpu), dtype=torch.bool)
+        if len(on):
+            g, cand_i = int8.candidates(levels[on], q_sq[on], c, db_block)
+            # |d(q, x) - grid distance| <= residual(q) + residual(x), plus float64 rounding.
+            bound = q_res[on] + int8.residual + 1e-12 * (g[:, -1] + 1.0)
+            squared = self.metric_info.squared
+            d, i, bad = _certified_top_k(
+                self.metric_info, q_cpu[on], self.database, g, cand_i, bound, k,
+                lambda dist, _q: dist.sqrt() if squared else dist,
+            )
+            d_k[on], i_k[on] = d, i
+            redo[on] = bad
+        rows = torch.nonzero(redo).squeeze(1)
+        fallbacks = 0
+        if len(rows):  # off the grid, or not certified: the fp32 pass
+            d_k[rows], i_k[rows], fallbacks = self._search_block_fp32(q_cpu[rows], k, c, db_block)
+        return d_k, i_k, fallbacks, len(q_cpu) - len(rows)
+
+    def _search_block_fp32(
+        self, q_cpu: torch.Tensor, k: int, c: int, db_block: int
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         prep, db, n = self._prep, self.database, len(self)
         cand_s, cand_i = self._candidates(prep.prepare_queries(q_cpu), c, db_block)
@@ -509,36 +629,13 @@ class KNNIndex:
             d, i = _sort_by_distance_then_index(d, cand_i.masked_fill(~found, n))
             i = i.masked_fill(i == n, -1)
             return d[:, :k].contiguous(), i[:, :k].contiguous(), 0
-        bound = prep.error_bound(q_cpu)
-        s64 = cand_s.double()
-        # Every database row outside the candidates scores >= the worst candidate (fp32).
-        outside = s64[:, -1] if c < n else torch.full((len(q_cpu),), math.inf, dtype=torch.float64)
-        # Fast path: the first k by fp32 score are certainly the k nearest when even
-        # the fp32 error cannot close the gap to the next candidate (or to the rows
-        # outside). Then only those k need exact distances.
-        nxt = torch.minimum(s64[:, k], outside) if c > k else outside
-        sure = s64[:, k - 1] + bound < nxt - bound
-        d_k = torch.empty(len(q_cpu), k, dtype=torch.float64)
-        i_k = torch.empty(len(q_cpu), k, dtype=torch.long)
-        rows = torch.nonzero(sure).squeeze(1)
-        if len(rows):
-            idx = cand_i[rows, :k]
-            d, i = _sort_by_distance_then_index(self.metric_info.distances(q_cpu[rows], db[idx]), idx)
-            d_k[rows], i_k[rows] = d, i
-        rows = torch.nonzero(~sure).squeeze(1)
-        fallbacks = 0
-        if len(rows):
-            # Near-ties: re-rank every candidate exactly, then certify against the outside.
-            idx = cand_i[rows]
-            d, i = _sort_by_distance_then_index(self.metric_info.distances(q_cpu[rows], db[idx]), idx)
-            d, i = d[:, :k].contiguous(), i[:, :k].contiguous()
-            kth_score = prep.exact_score(d[:, -1:], q_cpu[rows]).squeeze(1)
-            bad = torch.nonzero(~(kth_score < outside[rows] - bound[rows])).squeeze(1)
-            if len(bad):
-                fallbacks = len(bad)
-                d[bad], i[bad] = _full_exact(prep, q_cpu[rows[bad]], k)
-            d_k[rows], i_k[rows] = d, i
-        return d_k, i_k, fallbacks
+        d_k, i_k, bad = _certified_top_k(
+            self.metric_info, q_cpu, db, cand_s.double(), cand_i, prep.error_bound(q_cpu), k, prep.exact_score
+        )
+        bad_rows = torch.nonzero(bad).squeeze(1)
+        if len(bad_rows):
+            d_k[bad_rows], i_k[bad_rows] = _full_exact(prep, q_cpu[bad_rows], k)
+        return d_k, i_k, len(bad_rows)
 
     def range_search(
         self, queries: Any, radius: float, *, batch_size: int | None = None

@@ -7,6 +7,10 @@ smallest values and their columns, sorted by (value, column). On the CPU the nat
 reject-16-at-a-time scan (several times faster than ``torch.topk`` on the wide blocks a
 search produces); elsewhere, or without the extension, a stable sort gives the same
 answer.
+
+:func:`smallest_k_affine` does the same for the scores ``bias[j] + alpha * dots[i, j]`` of
+an int32 matrix (the int8 candidate pass of the exact search: ``dots`` from an int8 GEMM),
+forming them a cache-sized chunk at a time instead of as a full matrix.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from torch import Tensor
 from graphforge.errors import DataError
 from graphforge.ops import _extension
 
-__all__ = ["smallest_k", "smallest_k_reference"]
+__all__ = ["smallest_k", "smallest_k_affine", "smallest_k_affine_reference", "smallest_k_reference"]
 
 _OP_NAME = "graphforge::smallest_k"
+_AFFINE_OP_NAME = "graphforge::smallest_k_affine"
+_INT32 = (-(2**31), 2**31 - 1)
 
 
 def smallest_k_reference(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -62,6 +68,50 @@ def smallest_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return smallest_k_reference(scores, k)
 
 
+def smallest_k_affine_reference(dots: Tensor, bias: Tensor, alpha: int, k: int) -> tuple[Tensor, Tensor]:
+    """Pure-PyTorch :func:`smallest_k_affine`: the scores in int64, a stable sort, cut at ``k``."""
+    scores = bias.long().unsqueeze(0) + alpha * dots.long()
+    values, indices = smallest_k_reference(scores, k)
+    return values.to(torch.int32), indices
+
+
+def smallest_k_affine(dots: Tensor, bias: Tensor, alpha: int, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` smallest of ``bias[j] + alpha * dots[i, j]`` in each row, sorted by (value, column).
+
+    Integer scores, so the order is exact; ties are broken by the lower column. The caller
+    must keep every score inside int32 (``|bias| + |alpha| * |dots| < 2**31``); the native
+    op does not check it.
+
+    Args:
+        dots: ``[M, N]`` int32; rows may be a strided view as long as each row is contiguous.
+        bias: ``[N]`` int32, one per column.
+        alpha: Integer factor of ``dots``.
+        k: How many entries per row, ``0 <= k <= N``.
+
+    Returns:
+        ``(values [M, k] int32, indices [M, k] int64)``.
+
+    Raises:
+        DataError: If the shapes or dtypes are wrong, or ``alpha`` or ``k`` is out of range.
+    """
+    if not isinstance(dots, Tensor) or dots.dim() != 2 or dots.dtype != torch.int32:
+        raise DataError(f"dots must be a 2-D int32 tensor [M, N], got {_describe(dots)}")
+    n = dots.shape[1]
+    if not isinstance(bias, Tensor) or bias.dtype != torch.int32 or tuple(bias.shape) != (n,):
+        raise DataError(f"bias must be an int32 tensor [{n}] (one per column), got {_describe(bias)}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int) or not _INT32[0] <= alpha <= _INT32[1]:
+        raise DataError(f"alpha must be an integer that fits in int32, got {alpha!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
+        raise DataError(f"k must be an integer in [0, {n}] (the number of columns), got {k!r}")
+    if dots.device.type == "cpu" and bias.device.type == "cpu" and _extension.native_available("cpu"):
+        return torch.ops.graphforge.smallest_k_affine(dots, bias, alpha, k)
+    return smallest_k_affine_reference(dots, bias, alpha, k)
+
+
+def _describe(t: object) -> str:
+    return f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+
+
 if _extension._C is not None:
 
     @torch.library.register_fake(_OP_NAME)
@@ -69,3 +119,9 @@ if _extension._C is not None:
         """Output shapes of the op: ``[M, k]`` values and int64 indices."""
         torch._check(scores.dim() == 2, lambda: "graphforge::smallest_k: scores must be 2-D")
         return scores.new_empty((scores.shape[0], k)), scores.new_empty((scores.shape[0], k), dtype=torch.long)
+
+    @torch.library.register_fake(_AFFINE_OP_NAME)
+    def _smallest_k_affine_fake(dots: Tensor, bias: Tensor, alpha: int, k: int) -> tuple[Tensor, Tensor]:
+        """Output shapes of the op: ``[M, k]`` int32 values and int64 indices."""
+        torch._check(dots.dim() == 2, lambda: "graphforge::smallest_k_affine: dots must be 2-D")
+        return dots.new_empty((dots.shape[0], k)), dots.new_empty((dots.shape[0], k), dtype=torch.long)
