@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -46,6 +47,19 @@ def test_bench_knn_classifier_json(runner):
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert result["identical_predictions"] is True
+    assert result["identical_to_fp32_pass"] is True and result["int8_pass"] is False  # random floats: no grid
+
+
+def test_bench_knn_classifier_on_grid_data_times_both_passes(monkeypatch):
+    from graphforge.bench.knn_classifier import format_table, run_knn_classifier_benchmark
+
+    monkeypatch.setenv("GRAPHFORGE_KNN_INT8", "on")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (400, 16)).astype(np.float32) / 255
+    result = run_knn_classifier_benchmark(k=3, data=(x[:300], rng.integers(0, 3, 300), x[300:]), log=lambda _: None)
+    assert result["int8_pass"] is True and result["identical_to_fp32_pass"] is True
+    assert result["identical_predictions"] is True and result["n_train"] == 300 and result["dim"] == 16
+    assert "int8 pass off" in format_table(result)
 
 
 @pytest.mark.parametrize("index", ["ivf", "flat"])

@@ -1,16 +1,20 @@
 """``graphforge bench knn-classifier``: graphforge's exact kNN classifier against scikit-learn.
 
-Both classify the same random problem (default 60,000 x 784 train, 10,000 test,
-float32, 10 classes, k = 5, euclidean, uniform weights). The table gives the
-median seconds of each, their ratio, the fp32 matmul floor for the same work
-(``2 * n_train * n_test * dim`` FLOPs at the faster of the measured ``torch.mm`` and
-NumPy BLAS rates, since the search may use either: see :mod:`graphforge.neighbors.gemm`), and
-whether the predictions are identical. Progress goes to stderr, the table to stdout.
+Both classify the same problem in process: by default a random one (60,000 x 784 train,
+10,000 test, float32, 10 classes), with ``--real DIR`` real Fashion-MNIST / MNIST (k = 5,
+euclidean, uniform weights). The table gives the median seconds of each, their ratio, the
+fp32 matmul floor for the same work (``2 * n_train * n_test * dim`` FLOPs at the faster of
+the measured ``torch.mm`` and NumPy BLAS rates, since the search may use either: see
+:mod:`graphforge.neighbors.gemm`), graphforge with its int8 candidate pass switched off
+(``GRAPHFORGE_KNN_INT8=off``; the pass only applies to data on an 8-bit grid, such as
+images), and whether the predictions are identical. With ``--real`` the whole processes
+are timed too. Progress goes to stderr, the table to stdout.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -20,7 +24,8 @@ import numpy as np
 import torch
 
 from graphforge.bench.timing import knn_floor_seconds, matmul_gflops
-from graphforge.neighbors import SearchStats, exact_knn_search
+from graphforge.neighbors import SearchStats
+from graphforge.neighbors.int8 import INT8_ENV, cpu_int8_features
 
 
 def run_knn_classifier_benchmark(
@@ -35,11 +40,12 @@ def run_knn_classifier_benchmark(
     seed: int = 0,
     skip_sklearn: bool = False,
     log: Any = None,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Time graphforge's :class:`KNNClassifier` and scikit-learn's brute-force classifier.
 
     Args:
-        n_train, n_test, dim: Problem size (uniform random float32 features).
+        n_train, n_test, dim: Problem size (uniform random float32 features; ignored with ``data``).
         k: Number of neighbours.
         num_classes: Number of random classes.
         repeats: Timed graphforge runs (the median is reported).
@@ -48,6 +54,7 @@ def run_knn_classifier_benchmark(
         seed: Seed of the random data.
         skip_sklearn: Time graphforge only.
         log: ``callable(str)`` for progress (default: print to stderr).
+        data: ``(x_train, y_train, x_test)`` to classify instead of random data.
 
     Returns:
         A dict with the timings, the floor, the ratios and ``identical_predictions``.
@@ -55,12 +62,26 @@ def run_knn_classifier_benchmark(
     from graphforge.neighbors import KNNClassifier  # noqa: PLC0415
 
     say = log or (lambda msg: click.echo(msg, err=True))
-    rng = np.random.default_rng(seed)
-    x_train = rng.random((n_train, dim), dtype=np.float32)
-    x_test = rng.random((n_test, dim), dtype=np.float32)
-    y_train = rng.integers(0, num_classes, n_train)
+    if data is None:
+        rng = np.random.default_rng(seed)
+        x_train = rng.random((n_train, dim), dtype=np.float32)
+        x_test = rng.random((n_test, dim), dtype=np.float32)
+        y_train = rng.integers(0, num_classes, n_train)
+    else:
+        x_train, y_train, x_test = data
+        (n_train, dim), n_test = x_train.shape, len(x_test)
 
     clf = KNNClassifier(k=k, backend=backend, device="cpu").fit(x_train, y_train)
+    # The same classifier without the int8 candidate pass (read when the index is built).
+    before = os.environ.get(INT8_ENV)
+    os.environ[INT8_ENV] = "off"
+    try:
+        clf_fp32 = KNNClassifier(k=k, backend=backend, device="cpu").fit(x_train, y_train)
+    finally:
+        if before is None:
+            os.environ.pop(INT8_ENV, None)
+        else:
+            os.environ[INT8_ENV] = before
     sk = None
     if not skip_sklearn:
         from sklearn.neighbors import KNeighborsClassifier  # noqa: PLC0415
@@ -69,10 +90,11 @@ def run_knn_classifier_benchmark(
     # Rounds interleave the two (and a matmul-rate probe), so load from other
     # processes on a shared machine hits both alike; medians are reported.
     times: list[float] = []
+    fp32_times: list[float] = []
     sk_times: list[float] = []
     rates: list[float] = []
     numpy_rates: list[float] = []
-    pred = sk_pred = None
+    pred = fp32_pred = sk_pred = None
     for r in range(max(repeats, sklearn_repeats if sk is not None else 0)):
         rates.append(matmul_gflops())
         numpy_rates.append(matmul_gflops(blas="numpy"))
@@ -81,6 +103,10 @@ def run_knn_classifier_benchmark(
             start = time.perf_counter()
             pred = clf.predict(x_test)
             times.append(time.perf_counter() - start)
+            say(f"graphforge knn run {r + 1}/{repeats}, int8 pass off ...")
+            start = time.perf_counter()
+            fp32_pred = clf_fp32.predict(x_test)
+            fp32_times.append(time.perf_counter() - start)
         if sk is not None and r < sklearn_repeats:
             say(f"scikit-learn run {r + 1}/{sklearn_repeats} ...")
             start = time.perf_counter()
@@ -90,13 +116,21 @@ def run_knn_classifier_benchmark(
     floor = knn_floor_seconds(n_train, n_test, dim, gflops)
     stats = SearchStats()
     # One cheap extra search on a slice, to report the backend used.
-    exact_knn_search(x_train, x_test[: min(n_test, 64)], k, backend=backend, stats=stats)
+    assert clf._index is not None
+    clf._index.search(x_test[: min(n_test, 256)], k, stats=stats)
+    assert pred is not None and fp32_pred is not None
     result: dict[str, Any] = {
+        "data": "random" if data is None else "given",
         "n_train": n_train, "n_test": n_test, "dim": dim, "k": k,
         "threads": torch.get_num_threads(),
         "backend": stats.backend,
+        "int8_pass": stats.int8_queries > 0,
+        "cpu_int8_features": sorted(cpu_int8_features()),
         "graphforge_seconds": statistics.median(times),
         "graphforge_runs": times,
+        "fp32_pass_seconds": statistics.median(fp32_times),
+        "fp32_pass_runs": fp32_times,
+        "identical_to_fp32_pass": bool(np.array_equal(pred, fp32_pred)),
         "matmul_gflops": gflops,
         "torch_mm_gflops_runs": rates,
         "numpy_matmul_gflops_runs": numpy_rates,
@@ -104,28 +138,38 @@ def run_knn_classifier_benchmark(
         "fp32_floor_seconds": floor,
     }
     result["graphforge_vs_floor"] = result["graphforge_seconds"] / floor
+    result["fp32_pass_vs_floor"] = result["fp32_pass_seconds"] / floor
     if sk is not None:
         result["sklearn_seconds"] = statistics.median(sk_times)
         result["sklearn_runs"] = sk_times
         result["speedup_vs_sklearn"] = result["sklearn_seconds"] / result["graphforge_seconds"]
         result["sklearn_vs_floor"] = result["sklearn_seconds"] / floor
-        assert pred is not None and sk_pred is not None
+        assert sk_pred is not None
         result["identical_predictions"] = bool(np.array_equal(pred, sk_pred))
         result["differing_predictions"] = int((pred != sk_pred).sum())
     return result
 
 
+def _label(result: dict[str, Any]) -> str:
+    if result["int8_pass"]:
+        return "graphforge (int8 pass)"
+    gemm = f", {result['cpu_gemm']} gemm" if result["cpu_gemm"] else ""
+    return f"graphforge ({result['backend']}{gemm})"
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Render a benchmark result as a plain-text table."""
     lines = [
-        f"kNN classifier: {result['n_train']} x {result['dim']} train, {result['n_test']} test, "
-        f"k={result['k']}, euclidean, {result['threads']} threads",
+        f"kNN classifier ({result['data']} data): {result['n_train']} x {result['dim']} train, "
+        f"{result['n_test']} test, k={result['k']}, euclidean, {result['threads']} threads; "
+        f"CPU int8 features: {', '.join(result['cpu_int8_features']) or 'none'}",
         f"{'':28s}{'seconds':>10s}{'x floor':>10s}",
         f"{'fp32 matmul floor':28s}{result['fp32_floor_seconds']:10.2f}{1.0:10.2f}"
         f"   ({result['matmul_gflops']:.1f} GFLOP/s: torch.mm {statistics.median(result['torch_mm_gflops_runs']):.1f},"
         f" numpy {statistics.median(result['numpy_matmul_gflops_runs']):.1f})",
-        f"{'graphforge (' + result['backend'] + (', ' + result['cpu_gemm'] + ' gemm' if result['cpu_gemm'] else '') + ')':28s}"
-        f"{result['graphforge_seconds']:10.2f}{result['graphforge_vs_floor']:10.2f}",
+        f"{_label(result):28s}{result['graphforge_seconds']:10.2f}{result['graphforge_vs_floor']:10.2f}",
+        f"{'graphforge, int8 pass off':28s}{result['fp32_pass_seconds']:10.2f}{result['fp32_pass_vs_floor']:10.2f}"
+        f"   (identical predictions: {'yes' if result['identical_to_fp32_pass'] else 'NO'})",
     ]
     if "sklearn_seconds" in result:
         lines += [
@@ -157,6 +201,21 @@ pred = KNeighborsClassifier(n_neighbors=int(sys.argv[3]), algorithm="brute").fit
 print((pred == yt).mean())
 """
 _FOLDERS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
+
+
+def real_arrays(root: str, dataset: str = "fashion-mnist") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_test)`` of a real IDX dataset, pixels scaled to [0, 1] like the script."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from graphforge.builtin.datasets.idx import read_idx_images, read_idx_labels  # noqa: PLC0415
+
+    raw = Path(root) / _FOLDERS[dataset] / "raw"
+
+    def images(name: str) -> np.ndarray:
+        return read_idx_images(raw / name).reshape(-1, 784).astype(np.float32) / 255.0
+
+    return (images("train-images-idx3-ubyte.gz"), read_idx_labels(raw / "train-labels-idx1-ubyte.gz"),
+            images("t10k-images-idx3-ubyte.gz"))
 
 
 def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
@@ -226,10 +285,19 @@ def knn_classifier_command(
     """
     if real_root is not None:
         result = run_real_knn_benchmark(real_root, dataset, k, repeats)
-        click.echo(json.dumps(result) if as_json else (
+        in_process = run_knn_classifier_benchmark(
+            k=k, repeats=repeats, sklearn_repeats=sklearn_repeats, backend=backend, skip_sklearn=skip_sklearn,
+            data=real_arrays(real_root, dataset),
+        )
+        in_process["data"] = dataset
+        if as_json:
+            click.echo(json.dumps({"whole_process": result, "in_process": in_process}))
+            return
+        click.echo(
             f"{dataset}, k={k}, whole processes, median of {repeats}: graphforge {result['graphforge_seconds']:.2f} s, "
             f"scikit-learn {result['sklearn_seconds']:.2f} s -> {result['speedup']:.2f}x; test accuracy "
-            f"{result['graphforge_accuracy']:.4f} vs {result['sklearn_accuracy']:.4f}"))
+            f"{result['graphforge_accuracy']:.4f} vs {result['sklearn_accuracy']:.4f}")
+        click.echo(format_table(in_process))
         return
     if k > n_train:
         raise click.BadParameter(f"k={k} is larger than --n-train={n_train}", param_hint="-k")
