@@ -51,6 +51,8 @@ TORCH_LIBRARY(graphforge, m) {
   m.def("smallest_k(Tensor scores, int k) -> (Tensor values, Tensor indices)");
   // The k smallest of bias[j] + alpha * dots[i, j] (int32), sorted by (value, column) (CPU).
   m.def("smallest_k_affine(Tensor dots, Tensor bias, int alpha, int k) -> (Tensor values, Tensor indices)");
+  // A dropout mask (0 or 1 / (1 - p)) shaped like `like`, from a counter-based hash of seed (CPU).
+  m.def("dropout_mask(Tensor like, float p, int seed) -> Tensor");
 }
 
 #ifdef TORCH_EXTENSION_NAME

@@ -49,6 +49,10 @@ std::tuple<at::Tensor, at::Tensor> smallest_k_cpu(const at::Tensor& scores, int6
 std::tuple<at::Tensor, at::Tensor> smallest_k_affine_cpu(const at::Tensor& dots, const at::Tensor& bias,
                                                          int64_t alpha, int64_t k);
 
+// A dropout mask shaped like `like`: 0 or 1 / (1 - p), kept with probability 1 - p, from a
+// counter-based hash of (seed, index): the same for any number of threads. (csrc/cpu/knn_cpu.cpp)
+at::Tensor dropout_mask_cpu(const at::Tensor& like, double p, int64_t seed);
+
 #ifdef WITH_CUDA
 // CUDA kernel (csrc/cuda/knn_cuda.cu) and the CUDA version it was compiled with.
 std::tuple<at::Tensor, at::Tensor> batched_knn_cuda(const at::Tensor& x,

@@ -10,6 +10,7 @@ from torch import nn
 from graphforge.core.data import InputSpec
 from graphforge.core.model import Model
 from graphforge.errors import ConfigError
+from graphforge.nn.fast_dropout import Dropout
 
 #: A block only pools while both sides of its output would stay at least this large,
 #: so 8x8 digits pool once (8 -> 4) and 28x28 images twice (28 -> 14 -> 7).
@@ -74,7 +75,7 @@ class CNNNet(nn.Module):
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(HEAD_GRID),
             nn.Flatten(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(c_in * HEAD_GRID * HEAD_GRID, num_classes),
         )
         self.in_shape = (in_channels, height, width)

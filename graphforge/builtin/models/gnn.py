@@ -31,6 +31,8 @@ from graphforge.engine.sampling import (
 from graphforge.errors import ConfigError
 from graphforge.nn import WeightedGINConv, WeightedSAGEConv
 from graphforge.nn.conv import dense_adjacency
+from graphforge.nn.fast_dropout import Dropout
+from graphforge.nn.fast_dropout import dropout as gf_dropout
 
 _POOLS = {"mean": global_mean_pool, "max": global_max_pool, "sum": global_add_pool}
 _NORMS = ("batch", "layer", "none")
@@ -85,9 +87,9 @@ class GrapherBlock(nn.Module):
     def forward(self, h: Tensor, layer: Any, edge_index: Tensor, w: Tensor | None, adj: Tensor | None = None) -> Tensor:
         y = layer(self.conv, self.fc_in(h), edge_index, w, adj)
         y = self.fc_out(nn.functional.gelu(self.conv_norm(y)))
-        h = h + nn.functional.dropout(y, self.dropout, self.training)
+        h = h + gf_dropout(y, self.dropout, self.training)
         if self.ffn is not None:
-            h = h + nn.functional.dropout(self.ffn(h), self.dropout, self.training)
+            h = h + gf_dropout(self.ffn(h), self.dropout, self.training)
         return h
 
 
@@ -143,7 +145,7 @@ class GNN(nn.Module):
             width = hidden
         head_in = width * len(self.pools) if task == "graph" else width
         self.head = nn.Sequential(
-            nn.Linear(head_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+            nn.Linear(head_in, hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, num_classes)
         ) if task == "graph" else nn.Linear(head_in, num_classes)
 
     def _layer(self, conv: nn.Module, h: Tensor, edge_index: Tensor, w: Tensor | None,
@@ -182,7 +184,7 @@ class GNN(nn.Module):
             if trim and i > 0:
                 h, edge_index, w = trim_to_layer(i, hops, data.num_sampled_edges, h, edge_index, w)
             out = norm(self._layer(conv, h, edge_index, w, adj)).relu()
-            out = nn.functional.dropout(out, self.dropout, self.training)
+            out = gf_dropout(out, self.dropout, self.training)
             h = out + h if i > 0 and out.shape == h.shape else out  # residual from the 2nd layer on
         if self.task == "node":
             return self.head(h)

@@ -16,6 +16,7 @@ from torch import nn
 
 from graphforge.core.data import InputSpec
 from graphforge.core.model import Model
+from graphforge.nn.fast_dropout import Dropout
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -51,7 +52,7 @@ class MLPNet(nn.Module):
             layers += [nn.Linear(width, h)]
             if norm:
                 layers.append(nn.LayerNorm(h))
-            layers += [_ACTIVATIONS[activation](), nn.Dropout(dropout)]
+            layers += [_ACTIVATIONS[activation](), Dropout(dropout)]
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.layers = nn.Sequential(*layers)
