@@ -42,7 +42,7 @@ def dropout_mask(like: Tensor, p: float, seed: int | None = None) -> Tensor:
     if like.device.type == "cpu" and _extension.native_available("cpu"):
         if seed is None:
             seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
-        return torch.ops.graphforge.dropout_mask(like, float(p), seed)
+        return torch.ops.graphforge.dropout_mask(like.detach(), float(p), seed)  # a constant: no autograd
     keep = torch.empty_like(like, memory_format=torch.contiguous_format).bernoulli_(1.0 - p)
     return keep.div_(1.0 - p)
 
