@@ -12,8 +12,9 @@ Names load on first use.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from graphforge._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from graphforge.graphs.build import build_graph
@@ -41,10 +42,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LOCATIONS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'graphforge.graphs' has no attribute {name!r}")
-    value = getattr(import_module(f"graphforge.graphs.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LOCATIONS)

@@ -19,8 +19,9 @@ ops, checks and errors — never on the engine, plugins, config or CLI.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from graphforge._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from graphforge.neighbors.arrays import as_float_matrix, resolve_search_device
@@ -67,17 +68,7 @@ _LOCATIONS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LOCATIONS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'graphforge.neighbors' has no attribute {name!r}")
-    value = getattr(import_module(f"graphforge.neighbors.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LOCATIONS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LOCATIONS)
 
 
 __all__ = [

@@ -6,8 +6,9 @@ Submodules load on first use, so a model that only needs :class:`Dropout` (``cnn
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from graphforge._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from graphforge.nn.conv import WeightedGINConv, WeightedSAGEConv
@@ -21,17 +22,7 @@ _LOCATIONS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LOCATIONS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'graphforge.nn' has no attribute {name!r}")
-    value = getattr(import_module(f"graphforge.nn.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LOCATIONS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LOCATIONS)
 
 
 __all__ = ["Dropout", "WeightedGINConv", "WeightedSAGEConv", "dropout"]

@@ -6,9 +6,9 @@ needs) does not import torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from graphforge._lazy import lazy_exports
 from graphforge.similarity.options import GRAPH_METRICS, MODES, WEIGHTS
 
 if TYPE_CHECKING:
@@ -19,9 +19,4 @@ _LOCATIONS = {"SimilarityGraph": "graph", "is_similarity": "graph", "similarity_
 __all__ = ["GRAPH_METRICS", "MODES", "WEIGHTS", "SimilarityGraph", "is_similarity", "similarity_graph"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LOCATIONS:
-        raise AttributeError(f"module 'graphforge.similarity' has no attribute {name!r}")
-    value = getattr(import_module(f"graphforge.similarity.{_LOCATIONS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LOCATIONS)
