@@ -147,3 +147,19 @@ def test_bench_similarity_shards_smoke(runner):
     out = json.loads(res.stdout)
     assert out["same_edges"] and out["p2"]["edges"] == out["p1"]["edges"] > 0
     assert len(out["p2"]["ranks"]) == 2 and all(r["peak_mib"] > 0 for r in out["p2"]["ranks"])
+
+
+def test_bench_knn_classifier_real_mnist_whole_and_in_process(runner):
+    from tests.real_data import real_data
+
+    root = real_data("MNIST")
+    res = runner.invoke(cli, ["bench", "knn-classifier", "--real", str(root), "--dataset", "mnist", "-k", "3",
+                              "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    whole, inproc = result["whole_process"], result["in_process"]
+    assert whole["same_accuracy"] is True and whole["graphforge_seconds"] > 0
+    assert inproc["data"] == "mnist" and inproc["n_train"] == 6400 and inproc["dim"] == 784
+    assert inproc["identical_predictions"] is True and inproc["identical_to_fp32_pass"] is True
+    # byte images are on a grid: the int8 pass runs wherever the CPU has VNNI / AMX
+    assert inproc["int8_pass"] is bool(inproc["cpu_int8_features"])
