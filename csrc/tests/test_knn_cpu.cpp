@@ -1,4 +1,5 @@
-// C++ test of the CPU batched KNN kernel (run by ctest; no test framework needed).
+// C++ test of the CPU kernels (run by ctest; no test framework needed): batched KNN,
+// smallest_k_affine and dropout_mask.
 //
 // Checks the kernel, called directly and through the dispatcher, against a brute force in
 // double precision: every metric, mixed set sizes (empty, single point, larger than one
@@ -161,9 +162,43 @@ void test_errors() {
         "NaN in x must throw");
 }
 
+void test_smallest_k_affine() {
+  // Scores bias[j] + alpha * dots[i, j] with many ties, across the 4096-column chunks and
+  // the sorted-array / heap switch: against a stable sort of the scores in int64.
+  const int64_t M = 5, N = 9000;
+  const at::Tensor dots = at::randint(-3, 4, {M, N}, at::kInt);
+  const at::Tensor bias = at::randint(0, 5, {N}, at::kInt);
+  const at::Tensor scores = bias.to(at::kLong).unsqueeze(0) - 2 * dots.to(at::kLong);
+  for (int64_t k : {1L, 7L, 48L, 49L, 300L}) {
+    auto [values, indices] = graphforge::smallest_k_affine_cpu(dots, bias, -2, k);
+    auto [want, order] = at::sort(scores, /*stable=*/true, /*dim=*/1, /*descending=*/false);
+    GF_CHECK(values.scalar_type() == at::kInt && indices.scalar_type() == at::kLong, "wrong dtypes");
+    GF_CHECK(at::equal(values.to(at::kLong), want.narrow(1, 0, k)), "values differ at k = %ld", (long)k);
+    GF_CHECK(at::equal(indices, order.narrow(1, 0, k)), "indices (ties to the lower column) differ at k = %ld",
+             (long)k);
+  }
+  GF_CHECK(throws([&] { graphforge::smallest_k_affine_cpu(dots.to(at::kFloat), bias, -2, 1); }),
+           "float dots must throw");
+  GF_CHECK(throws([&] { graphforge::smallest_k_affine_cpu(dots, bias.narrow(0, 0, 10), -2, 1); }),
+           "a bias of the wrong length must throw");
+}
+
+void test_dropout_mask() {
+  const at::Tensor like = at::empty({301, 7});
+  const at::Tensor a = graphforge::dropout_mask_cpu(like, 0.25, 5);
+  const at::Tensor b = graphforge::dropout_mask_cpu(like, 0.25, 5);
+  GF_CHECK(at::equal(a, b), "the same seed must give the same mask");
+  const double zeros = (a == 0).to(at::kDouble).mean().item<double>();
+  GF_CHECK(zeros > 0.2 && zeros < 0.3, "zero fraction %.3f, expected about 0.25", zeros);
+  GF_CHECK(((a == 0) | (a == 1.f / 0.75f)).all().item<bool>(), "mask entries must be 0 or 1 / (1 - p)");
+  GF_CHECK(throws([&] { graphforge::dropout_mask_cpu(like, 1.0, 0); }), "p = 1 must throw");
+}
+
 }  // namespace
 
 int main() {
+  test_smallest_k_affine();
+  test_dropout_mask();
   test_random_sets();
   test_duplicates();
   test_dispatcher_and_half();
