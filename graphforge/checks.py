@@ -7,13 +7,26 @@ with a one-line message naming the option.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
 
 from graphforge.errors import ConfigError
 
-__all__ = ["check_device", "check_float", "check_int"]
+__all__ = ["check_device", "check_env_choice", "check_float", "check_int"]
+
+
+def check_env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """The value of environment variable ``name``, lower-cased; ``choices[0]`` when unset or empty.
+
+    Raises:
+        ConfigError: If it holds a value not in ``choices``.
+    """
+    value = os.environ.get(name, choices[0]).strip().lower() or choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+    return value
 
 
 def check_int(value: Any, name: str, *, minimum: int, optional: bool = False) -> int | None:

@@ -17,7 +17,6 @@ chooses). NumPy is only tried when its BLAS runs as many threads as torch
 from __future__ import annotations
 
 import logging
-import os
 import time
 from functools import lru_cache
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphforge.errors import ConfigError
+from graphforge.checks import check_env_choice
 
 __all__ = [
     "CPU_GEMM_BACKENDS",
@@ -66,9 +65,7 @@ def cpu_gemm_setting() -> str:
     Raises:
         ConfigError: If ``GRAPHFORGE_CPU_GEMM`` holds an unknown value.
     """
-    value = os.environ.get(CPU_GEMM_ENV, "auto").strip().lower() or "auto"
-    if value not in CPU_GEMM_BACKENDS:
-        raise ConfigError(f"{CPU_GEMM_ENV}={value!r} is not one of: {', '.join(CPU_GEMM_BACKENDS)}")
+    value = check_env_choice(CPU_GEMM_ENV, CPU_GEMM_BACKENDS)
     if value != "torch" and numpy_blas_threads() != torch.get_num_threads():
         return "torch"
     return value

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
-from graphforge.errors import ConfigError
-from graphforge.ops import smallest_k, smallest_k_affine
+from graphforge.checks import check_env_choice
+from graphforge.ops import merge_smallest_k, smallest_k_affine
 
 __all__ = [
     "INT8_ENV",
@@ -88,10 +87,7 @@ def int8_setting() -> str:
     Raises:
         ConfigError: If it holds another value.
     """
-    value = os.environ.get(INT8_ENV, "auto").strip().lower() or "auto"
-    if value not in INT8_SETTINGS:
-        raise ConfigError(f"{INT8_ENV}={value!r} is not one of: {', '.join(INT8_SETTINGS)}")
-    return value
+    return check_env_choice(INT8_ENV, INT8_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -218,12 +214,6 @@ class Int8Database:
             vals, idx = smallest_k_affine(dots, self.sq_norms[start:stop], -2, min(c, stop - start))
             parts_s.append(vals)
             parts_i.append(idx + start)
-        if len(parts_s) == 1:
-            scores, idx = parts_s[0].double(), parts_i[0]
-        else:
-            # Each block's selection is sorted by (score, row) and the blocks are in row
-            # order, so the stable merge breaks ties by the lower row.
-            scores, pos = smallest_k(torch.cat(parts_s, 1).double(), c)
-            idx = torch.cat(parts_i, 1).gather(1, pos)
+        scores, idx = merge_smallest_k([s.double() for s in parts_s], parts_i, c)
         squared = (scores + q_sq.double().unsqueeze(1)).clamp_min_(0)  # exact integers
         return squared.sqrt_().mul_(self.grid.step), idx

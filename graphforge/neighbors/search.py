@@ -76,7 +76,7 @@ from graphforge.neighbors.int8 import (
     int8_setting,
 )
 from graphforge.neighbors.metrics import Metric, get_metric, unit_rows
-from graphforge.ops import smallest_k
+from graphforge.ops import merge_smallest_k, smallest_k
 from graphforge.ops._extension import native_available
 
 log = logging.getLogger("graphforge")
@@ -329,10 +329,7 @@ def _cpu_candidates(prep: Prepared, q: torch.Tensor, c: int, db_block: int) -> t
         vals, idx = smallest_k(s, min(c, stop - start))
         parts_s.append(vals)
         parts_i.append(idx + start)
-    if len(parts_s) == 1:
-        return parts_s[0], parts_i[0]
-    vals, pos = smallest_k(torch.cat(parts_s, 1), c)
-    return vals, torch.cat(parts_i, 1).gather(1, pos)
+    return merge_smallest_k(parts_s, parts_i, c)
 
 
 def _certified_top_k(

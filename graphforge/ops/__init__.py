@@ -11,7 +11,13 @@ int8 candidate pass).
 
 from graphforge.ops.knn import METRICS, batched_knn, dense_batched_knn, knn_backend
 from graphforge.ops.reference import batched_knn_reference
-from graphforge.ops.select import smallest_k, smallest_k_affine, smallest_k_affine_reference, smallest_k_reference
+from graphforge.ops.select import (
+    merge_smallest_k,
+    smallest_k,
+    smallest_k_affine,
+    smallest_k_affine_reference,
+    smallest_k_reference,
+)
 
 __all__ = [
     "METRICS",
@@ -19,6 +25,7 @@ __all__ = [
     "batched_knn_reference",
     "dense_batched_knn",
     "knn_backend",
+    "merge_smallest_k",
     "smallest_k",
     "smallest_k_affine",
     "smallest_k_affine_reference",

@@ -21,7 +21,7 @@ from torch import Tensor
 from graphforge.errors import DataError
 from graphforge.ops import _extension
 
-__all__ = ["smallest_k", "smallest_k_affine", "smallest_k_affine_reference", "smallest_k_reference"]
+__all__ = ["merge_smallest_k", "smallest_k", "smallest_k_affine", "smallest_k_affine_reference", "smallest_k_reference"]
 
 _OP_NAME = "graphforge::smallest_k"
 _AFFINE_OP_NAME = "graphforge::smallest_k_affine"
@@ -66,6 +66,25 @@ def smallest_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     ):
         return torch.ops.graphforge.smallest_k(scores, k)
     return smallest_k_reference(scores, k)
+
+
+def merge_smallest_k(values: list[Tensor], indices: list[Tensor], k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` smallest over per-block selections, ties to the lower index.
+
+    Args:
+        values: Each block's selection, ``[M, k_b]`` floating point, sorted by (value, index)
+            as :func:`smallest_k` returns it.
+        indices: Their global indices, ``[M, k_b]``; the blocks in ascending index order, so
+            the stable merge breaks ties by the lower index.
+        k: How many to keep, at most the total.
+
+    Returns:
+        ``(values [M, k], indices [M, k])``.
+    """
+    if len(values) == 1:
+        return values[0], indices[0]
+    merged, pos = smallest_k(torch.cat(values, 1), k)
+    return merged, torch.cat(indices, 1).gather(1, pos)
 
 
 def smallest_k_affine_reference(dots: Tensor, bias: Tensor, alpha: int, k: int) -> tuple[Tensor, Tensor]:
