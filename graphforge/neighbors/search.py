@@ -185,21 +185,34 @@ class Prepared:
         # augmented rows, [q, 1, 0...] . [-2x, |x|^2, 0...] for the l2 family and
         # q . (-x) for the ip family, so no separate pass adds the norms; the width is padded
         # to a multiple of 8 (faster BLAS kernels). It replaces the centred copy: a single
-        # extra copy of the database. The sum has D + 1 terms, inside the bound above.
-        self.gemm_db: torch.Tensor | None = None
-        self.gemm: GemmChooser | None = None
-        if gemm and device.type == "cpu" and family in ("l2", "ip"):
-            self.gemm = GemmChooser()
-            if family == "l2":
-                width = -(-(self.dim + 1) // 8) * 8
-                aug = torch.zeros(self.n, width, dtype=torch.float32)
+        # extra copy of the database, built on first use (:attr:`gemm_db`), so a search that
+        # the int8 pass answers whole never pays for it. The sum has D + 1 terms, inside the
+        # bound above.
+        self.uses_gemm = gemm and device.type == "cpu" and family in ("l2", "ip")
+        self.gemm: GemmChooser | None = GemmChooser() if self.uses_gemm else None
+        self.gemm_width = -(-(self.dim + 1) // 8) * 8 if family == "l2" else self.dim
+        self._gemm_db: torch.Tensor | None = None
+        self.int8 = self._int8_database(database) if self.uses_gemm else None
+
+    @property
+    def gemm_db(self) -> torch.Tensor | None:
+        """The augmented fp32 database of CPU GEMM searches (``None`` for the other searches).
+
+        Built on first use from the centred copy, which it then replaces.
+        """
+        if not self.uses_gemm:
+            return None
+        if self._gemm_db is None:
+            db = self.db
+            if self.metric.family == "l2":
+                aug = torch.zeros(self.n, self.gemm_width, dtype=torch.float32)
                 torch.mul(db, -2.0, out=aug[:, : self.dim])
                 aug[:, self.dim] = self.sq_norms
             else:
                 aug = -db
-            self.gemm_db = aug.contiguous()
+            self._gemm_db = aug.contiguous()
             self.db = None  # type: ignore[assignment]  # only FAISS and the other metrics read it
-        self.int8 = self._int8_database(database) if self.gemm_db is not None else None
+        return self._gemm_db
 
     def _int8_database(self, database: torch.Tensor) -> Int8Database | None:
         """The int8 grid copy of the database, when the int8 candidate pass applies."""
@@ -224,9 +237,10 @@ class Prepared:
 
         ``out`` (CPU GEMM searches only) is an optional ``[len(q), stop - start]`` destination.
         """
-        if self.gemm_db is not None:
+        gemm_db = self.gemm_db
+        if gemm_db is not None:
             assert self.gemm is not None
-            return self.gemm(q, self.gemm_db[start:stop], out)
+            return self.gemm(q, gemm_db[start:stop], out)
         db = self.db[start:stop]
         family = self.metric.family
         if family == "l2":
@@ -244,13 +258,13 @@ class Prepared:
             q = unit_rows(q).float()
         if self.shift is not None:
             q = q - self.shift
-        if self.gemm_db is None:
+        if not self.uses_gemm:
             return q
         # CPU GEMM searches: the left factor of the augmented product (see ``gemm_db``),
         # built once per query block rather than once per database block.
         if self.metric.family != "l2":
             return q.contiguous()
-        aug = torch.zeros(len(q), self.gemm_db.shape[1], dtype=torch.float32)
+        aug = torch.zeros(len(q), self.gemm_width, dtype=torch.float32)
         aug[:, : self.dim] = q
         aug[:, self.dim] = 1.0
         return aug
@@ -321,7 +335,7 @@ def _cpu_candidates(prep: Prepared, q: torch.Tensor, c: int, db_block: int) -> t
     """:func:`_torch_candidates` on the CPU: each block's scores go into one reused buffer
     and the native :func:`~graphforge.ops.smallest_k` selects from it in one streaming pass;
     the blocks' selections are merged once at the end (ties keep the lower row)."""
-    buf = torch.empty(len(q), min(db_block, prep.n)) if prep.gemm_db is not None else None
+    buf = torch.empty(len(q), min(db_block, prep.n)) if prep.uses_gemm else None
     parts_s, parts_i = [], []
     for start in range(0, prep.n, db_block):
         stop = min(prep.n, start + db_block)

@@ -166,3 +166,19 @@ def test_real_mnist_predictions_identical(monkeypatch):
         monkeypatch.setenv(int8.INT8_ENV, mode)
         preds[mode] = KNNClassifier(k=3).fit(x, y).predict(xt)
     assert np.array_equal(preds["off"], preds["on"])
+
+
+def test_the_fp32_copy_is_built_only_when_a_query_needs_it(monkeypatch):
+    monkeypatch.setenv(int8.INT8_ENV, "on")
+    x = _bytes_images(1500, 30, 12)
+    index = KNNIndex(x, "euclidean")
+    stats = SearchStats()
+    index.search(_bytes_images(40, 30, 13), 5, stats=stats)
+    assert stats.int8_queries == 40
+    assert index._prep._gemm_db is None  # the int8 pass answered every query
+    off_grid = _bytes_images(5, 30, 14) + 0.003
+    d1, i1 = index.search(off_grid, 5)
+    assert index._prep._gemm_db is not None and index._prep.db is None  # built once, replacing the centred copy
+    monkeypatch.setenv(int8.INT8_ENV, "off")
+    d0, i0 = KNNIndex(x, "euclidean").search(off_grid, 5)
+    assert torch.equal(d0, d1) and torch.equal(i0, i1)
