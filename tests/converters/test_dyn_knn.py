@@ -218,3 +218,81 @@ def test_encoder_depth_and_k_head_input_options():
     assert g.x.shape == (3 * 49, 34)
     with pytest.raises(ConfigError, match="k_input must be"):
         graphforge.get_converter("dyn_knn", k_input="median")
+
+
+class _RecordingSAGE(nn.Module):
+    """Wraps a sage layer and records the dense adjacency (or edge list) each call receives."""
+
+    def __init__(self, conv, seen):
+        super().__init__()
+        self.conv, self.seen = conv, seen
+
+    def forward_dense(self, h, adj):
+        self.seen.append((h.detach().clone(), adj.detach().clone()))
+        return self.conv.forward_dense(h, adj)
+
+    def forward(self, h, edge_index, w=None):
+        self.seen.append((h.detach().clone(), edge_index.clone()))
+        return self.conv(h, edge_index, w)
+
+
+@pytest.mark.parametrize("block", ["plain", "grapher"])
+def test_dynamic_graph_is_rebuilt_from_each_layers_features(block):
+    from graphforge.nn.conv import dense_adjacency
+    from graphforge.ops import dense_batched_knn
+
+    torch.manual_seed(0)
+    conv = DynKNN(k_max=10, dynamic=True)
+    module = conv.build(EMNIST).eval()
+    model = graphforge.get_model("sage", hidden=32, layers=3, block=block).build(conv.output_spec(EMNIST), 10).eval()
+    seen: list = []
+    layers = model.convs if block == "plain" else [blk.conv for blk in model.blocks]
+    for i, layer in enumerate(layers):
+        wrapped = _RecordingSAGE(layer, seen)
+        if block == "plain":
+            model.convs[i] = wrapped
+        else:
+            model.blocks[i].conv = wrapped
+    g = module(torch.rand(4, *EMNIST.shape))
+    model(g)
+    assert len(seen) == 3
+    first = dense_adjacency(g.edge_index, None, 4, 49)
+    assert torch.equal(seen[0][1], first)  # the first layer gets the encoder's graph
+    for h, adj in seen[1:]:
+        if block == "grapher":
+            continue  # the grapher block's conv sees fc_in(h); its graph is built from h itself
+        ei, _ = dense_batched_knn(h.view(4, 49, -1), g.k)
+        assert torch.equal(adj, dense_adjacency(ei, None, 4, 49))  # each image's own k, on this layer's features
+        assert not torch.equal(adj, first)
+    static = DynKNN(k_max=10).build(EMNIST).eval()
+    assert getattr(static(torch.rand(2, *EMNIST.shape)), "regraph", None) is None
+
+
+def test_dynamic_graph_trains_the_k_head_and_matches_the_edge_list_path():
+    torch.manual_seed(0)
+    conv = DynKNN(k_max=10, dynamic=True)
+    module = conv.build(EMNIST).train()
+    model = graphforge.get_model("sage", hidden=32, layers=3).build(conv.output_spec(EMNIST), 10)
+    x = torch.rand(6, *EMNIST.shape)
+    outs, grads = [], []
+    for dense in (True, False):
+        module.zero_grad()
+        model.zero_grad()
+        torch.manual_seed(1)
+        g = module(x)
+        if not dense:
+            del g.nodes_per_graph
+        out = model(g)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in module.k_head.parameters()]))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5) and float(grads[0].abs().sum()) > 0
+    with pytest.raises(ConfigError, match="dynamic must be true or false"):
+        graphforge.get_converter("dyn_knn", dynamic="yes")
+
+
+def test_dynamic_graph_end_to_end_on_digits(tmp_path):
+    r = graphforge.run(converter="dyn_knn", model="sage", epochs=2, limit_train=200, limit_test=100,
+                       options={"dynamic": True}, out=tmp_path / "run", plots=False)
+    assert r.metrics["test_accuracy"] > 0.3

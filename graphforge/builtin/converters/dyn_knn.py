@@ -22,6 +22,7 @@ the graph is built directly with the per-image ``round(k)``. An optional
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,8 +109,10 @@ class DynamicKNNGraph(nn.Module):
 
     def __init__(self, spec: InputSpec, channels: Sequence[int], k_min: int, k_max: int, k: int, learn_k: bool,
                  pos_encoding: bool, metric: str, tau: float, k_penalty: float, min_side: int,
-                 convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", pos_embed: bool = False) -> None:
+                 convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", pos_embed: bool = False,
+                 dynamic: bool = False) -> None:
         super().__init__()
+        self.dynamic = dynamic
         c, h, w = spec.shape
         pools, (fh, fw) = _encoder_plan(h, w, len(channels), min_side)
         self.num_nodes = fh * fw
@@ -149,9 +152,33 @@ class DynamicKNNGraph(nn.Module):
         k_cont = self.k_min + (self.k_max - self.k_min) * s
         return k_cont, k_cont.detach().round().clamp(self.k_min, self.k_max).long()
 
-    def forward(self, x: Tensor) -> Batch:
+    def _graph(self, nodes: Tensor, k_cont: Tensor, k_hard: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The KNN graphs of ``nodes [B, N, F]``: ``(edge_index, edge_weight or None)``.
+
+        Training a learned k: every node's ``k_max`` nearest, weighted by the straight-through
+        rank mask; otherwise each image's own ``round(k)`` nearest, unweighted.
+        """
         from graphforge.ops import dense_batched_knn
 
+        b, n, _ = nodes.shape
+        if not (self.training and self.learn_k):
+            edge_index, _ = dense_batched_knn(nodes.detach(), k_hard, metric=self.metric)
+            return edge_index, None  # every kept edge has weight 1; layers then skip the multiply
+        edge_index, _ = dense_batched_knn(nodes.detach(), self.k_max, metric=self.metric)
+        query = edge_index[1]
+        counts = torch.bincount(query, minlength=b * n)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(query.numel(), device=query.device) - starts[query]
+        graph = query // n
+        soft = torch.sigmoid((k_cont[graph] - rank.to(k_cont.dtype) - 0.5) / self.tau)
+        hard = (rank < k_hard[graph]).to(soft.dtype)
+        return edge_index, hard + soft - soft.detach()
+
+    def _regraph(self, k_cont: Tensor, k_hard: Tensor, h: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``dynamic``: the same images' graphs rebuilt from a layer's node features ``h [B*N, F]``."""
+        return self._graph(h.view(k_hard.shape[0], self.num_nodes, -1), k_cont, k_hard)
+
+    def forward(self, x: Tensor) -> Batch:
         fmap = self.encoder(x)
         b, c, h, w = fmap.shape
         nodes = fmap.flatten(2).transpose(1, 2)  # [B, N, C]
@@ -161,19 +188,7 @@ class DynamicKNNGraph(nn.Module):
             nodes = torch.cat([nodes, self.pos.to(nodes.dtype).expand(b, -1, -1)], dim=-1)
         k_cont, k_hard = self.predict_k(fmap)
         n = h * w
-        if self.training and self.learn_k:
-            edge_index, _ = dense_batched_knn(nodes.detach(), self.k_max, metric=self.metric)
-            query = edge_index[1]
-            counts = torch.bincount(query, minlength=b * n)
-            starts = torch.cumsum(counts, 0) - counts
-            rank = torch.arange(query.numel(), device=query.device) - starts[query]
-            graph = query // n
-            soft = torch.sigmoid((k_cont[graph] - rank.to(k_cont.dtype) - 0.5) / self.tau)
-            hard = (rank < k_hard[graph]).to(soft.dtype)
-            weight = hard + soft - soft.detach()
-        else:
-            edge_index, _ = dense_batched_knn(nodes.detach(), k_hard, metric=self.metric)
-            weight = None  # every kept edge has weight 1; layers then skip the multiply
+        edge_index, weight = self._graph(nodes, k_cont, k_hard)
         if self.training:
             self._k_counts.update(k_hard.tolist())
             self._k_sum += float(k_cont.detach().sum())
@@ -183,8 +198,13 @@ class DynamicKNNGraph(nn.Module):
         self._aux = self.k_penalty * (k_cont / self.k_max).mean() if (self.k_penalty and self.learn_k) else None
         batch = torch.arange(b, device=x.device).repeat_interleave(n)
         ptr = torch.arange(b + 1, device=x.device) * n
-        return Batch(x=nodes.reshape(b * n, -1), edge_index=edge_index, edge_weight=weight, batch=batch, ptr=ptr,
-                     k=k_hard, nodes_per_graph=n)
+        out = Batch(x=nodes.reshape(b * n, -1), edge_index=edge_index, edge_weight=weight, batch=batch, ptr=ptr,
+                    k=k_hard, nodes_per_graph=n)
+        if self.dynamic:
+            # Models that honour ``regraph`` (the graphforge GNNs) rebuild every image's graph,
+            # with the same k, from each layer's node features (a dynamic graph, as in DGCNN / ViG).
+            out.regraph = functools.partial(self._regraph, k_cont, k_hard)
+        return out
 
     def graphforge_aux_loss(self) -> Tensor | None:
         """The optional penalty on the expected k (see :class:`DynKNN`)."""
@@ -238,6 +258,9 @@ class DynKNN(Converter):
             block: one number for every block, or one per block (e.g. ``[1, 1, 2]``). (default: ``1``)
         k_input (str, optional): What the k head sees: ``mean`` (the globally mean-pooled map) or
             ``mean+max`` (mean- and max-pooled, concatenated). (default: ``"mean"``)
+        dynamic (bool, optional): Rebuild each image's KNN graph, with the same k, from the node
+            features of every GNN layer (a dynamic graph, as in DGCNN and ViG) instead of building
+            it once from the encoder's map. The graphforge GNNs honour it. (default: ``False``)
     """
 
     name = "dyn_knn"
@@ -247,7 +270,7 @@ class DynKNN(Converter):
     def __init__(self, channels: Sequence[int] = (32, 64, 128), k_min: int = 2, k_max: int = 16, k: int = 8,
                  learn_k: bool = True, pos_encoding: bool = True, pos_embed: bool = False, metric: str = "euclidean",
                  tau: float = 1.0, k_penalty: float = 0.0, min_side: int = 4,
-                 convs_per_block: int | Sequence[int] = 1, k_input: str = "mean") -> None:
+                 convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", dynamic: bool = False) -> None:
         channels = [channels] if isinstance(channels, int) else list(channels)
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"channels must be a list of positive integers, got {channels!r}")
@@ -265,8 +288,9 @@ class DynKNN(Converter):
         k_penalty = check_float(k_penalty, "k_penalty", minimum=0.0)
         if k_input not in ("mean", "mean+max"):
             raise ValueError(f"k_input must be mean or mean+max, got {k_input!r}")
-        if not isinstance(learn_k, bool) or not isinstance(pos_encoding, bool) or not isinstance(pos_embed, bool):
-            raise ValueError("learn_k, pos_encoding and pos_embed must be true or false")
+        if not all(isinstance(v, bool) for v in (learn_k, pos_encoding, pos_embed, dynamic)):
+            raise ValueError("learn_k, pos_encoding, pos_embed and dynamic must be true or false")
+        self.dynamic = dynamic
         self.pos_embed = pos_embed
         self.channels = channels
         self.k_min, self.k_max, self.k = k_min, k_max, k
@@ -304,7 +328,7 @@ class DynKNN(Converter):
         self.check_input(spec)
         return DynamicKNNGraph(spec, self.channels, self.k_min, self.k_max, self.k, self.learn_k, self.pos_encoding,
                                self.metric, self.tau, self.k_penalty, self.min_side, self.convs_per_block, self.k_input,
-                               self.pos_embed)
+                               self.pos_embed, self.dynamic)
 
     def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
         """Plot the distribution of predicted k over the epochs (``k_distribution.png``)."""

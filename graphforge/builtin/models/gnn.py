@@ -168,6 +168,11 @@ class GNN(nn.Module):
             return None
         return dense_adjacency(edge_index, w, h.shape[0] // int(n), int(n), h.dtype)
 
+    def _rebuild(self, regraph: Any, data: Any, h: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """A dynamic graph's edges, weights and dense adjacency from node features ``h``."""
+        edge_index, w = regraph(h)
+        return edge_index, w, self._dense_adjacency(data, edge_index, w, h)
+
     def forward(self, data: Any) -> Tensor:
         h, edge_index = data.x.float(), data.edge_index
         w = getattr(data, "edge_weight", None)
@@ -176,13 +181,20 @@ class GNN(nn.Module):
         # hop, which can no longer reach the seed nodes (as PyG's BasicGNN does).
         hops = getattr(data, "num_sampled_nodes", None)
         trim = self.task == "node" and hops is not None and len(hops) == len(self.convs) + 1
+        # A graph that carries ``regraph`` (dyn_knn's ``dynamic=true``) is rebuilt from each
+        # layer's node features before every layer after the first.
+        regraph = getattr(data, "regraph", None) if self.task == "graph" else None
         if self.block == "grapher":
             h = self.stem(h)
-            for blk in self.blocks:
+            for i, blk in enumerate(self.blocks):
+                if regraph is not None and i > 0:
+                    edge_index, w, adj = self._rebuild(regraph, data, h)
                 h = blk(h, self._layer, edge_index, w, adj)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             if trim and i > 0:
                 h, edge_index, w = trim_to_layer(i, hops, data.num_sampled_edges, h, edge_index, w)
+            if regraph is not None and i > 0:
+                edge_index, w, adj = self._rebuild(regraph, data, h)
             out = norm(self._layer(conv, h, edge_index, w, adj)).relu()
             out = gf_dropout(out, self.dropout, self.training)
             h = out + h if i > 0 and out.shape == h.shape else out  # residual from the 2nd layer on
