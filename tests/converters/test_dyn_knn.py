@@ -224,7 +224,8 @@ def test_encoder_depth_and_k_head_input_options():
 
 
 class _RecordingSAGE(nn.Module):
-    """Wraps a sage layer and records the dense adjacency (or edge list) each call receives."""
+    """Wraps a sage layer and records the input and dense adjacency of each call (dyn_knn
+    graphs take the dense path; an edge-list call would fail: the wrapper has no forward)."""
 
     def __init__(self, conv, seen):
         super().__init__()
@@ -233,10 +234,6 @@ class _RecordingSAGE(nn.Module):
     def forward_dense(self, h, adj):
         self.seen.append((h.detach().clone(), adj.detach().clone()))
         return self.conv.forward_dense(h, adj)
-
-    def forward(self, h, edge_index, w=None):
-        self.seen.append((h.detach().clone(), edge_index.clone()))
-        return self.conv(h, edge_index, w)
 
 
 @pytest.mark.parametrize("block", ["plain", "grapher"])
