@@ -37,6 +37,70 @@ def test_zero_weight_edges_are_ignored_by_weighted_mean():
     assert torch.allclose(gin(x, ei, w), gin(x, ei[:, w > 0]), atol=1e-6)
 
 
+def _simple_graph(n, e, f, seed):
+    """A random graph without self-loops or repeated edges (so no maximum is a tie)."""
+    x, ei = _graph(n=n, e=e, f=f, seed=seed)
+    ei = ei[:, ei[0] != ei[1]]
+    return x, torch.unique(ei, dim=1)
+
+
+def _max_relative_reference(x, ei, w):
+    """``max(0, max_j w_j (x_j - x_i))`` by brute force, one node at a time."""
+    rows = []
+    for i in range(x.shape[0]):
+        terms = [torch.zeros_like(x[i])] + [w[e] * (x[ei[0, e]] - x[i]) for e in range(ei.shape[1]) if ei[1, e] == i]
+        rows.append(torch.stack(terms).amax(0))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_max_relative_matches_brute_force_with_gradients(weighted):
+    from graphforge.nn.conv import max_relative, neighbour_table
+
+    x, ei = _simple_graph(n=15, e=60, f=5, seed=3)
+    x = x.double().requires_grad_()
+    ei = ei[:, ei[1] != 14]  # node 14 gets no edge: only the 0
+    w = torch.rand(ei.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_() \
+        if weighted else None
+    table, tw = neighbour_table(ei, w, x.shape[0])
+    out = max_relative(x, table, tw)
+    ref = _max_relative_reference(x, ei, w if weighted else torch.ones(ei.shape[1], dtype=torch.float64))
+    assert torch.allclose(out, ref)
+    g = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    inputs = [x, w] if weighted else [x]
+    for a, b in zip(torch.autograd.grad((out * g).sum(), inputs), torch.autograd.grad((ref * g).sum(), inputs)):
+        assert torch.allclose(a, b)
+
+
+def test_max_relative_with_0_1_weights_treats_weight_0_edges_as_absent():
+    from graphforge.nn.conv import max_relative, neighbour_table
+
+    x, ei = _simple_graph(n=15, e=60, f=5, seed=4)
+    x = x.double().requires_grad_()
+    w = (torch.arange(ei.shape[1]) % 3 > 0).double().requires_grad_()  # the fast 0/1 path
+    out = max_relative(x, *neighbour_table(ei, w, x.shape[0]))
+    keep = w.detach() > 0
+    # Reference: only the kept edges, each with its (unit) weight as a factor.
+    ref = _max_relative_reference(x, ei[:, keep], w[keep])
+    assert torch.allclose(out, ref)
+    g = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    gx, gw = torch.autograd.grad((out * g).sum(), [x, w])
+    rx, rw = torch.autograd.grad((ref * g).sum(), [x, w])
+    assert torch.allclose(gx, rx) and torch.allclose(gw, rw)
+    assert gw[~keep].abs().sum() == 0 and gw[keep].abs().sum() > 0
+
+
+def test_max_relative_sage_layer_and_zero_weight_edges():
+    x, ei = _graph()
+    conv = WeightedSAGEConv(6, 5, aggr="max_relative")
+    w = (torch.arange(ei.shape[1]) % 2).float()
+    assert torch.allclose(conv(x, ei, w), conv(x, ei[:, w > 0]), atol=1e-6)
+    assert torch.allclose(conv(x, ei, torch.ones(ei.shape[1])), conv(x, ei), atol=1e-6)
+    with torch.no_grad():
+        expected = conv.lin_l(_max_relative_reference(x, ei, torch.ones(ei.shape[1]))) + conv.lin_r(x)
+    assert torch.allclose(conv(x, ei), expected, atol=1e-6)
+
+
 def test_edge_weight_shape_is_checked():
     x, ei = _graph()
     with pytest.raises(ValueError, match="edge_weight must have shape"):

@@ -294,7 +294,9 @@ class SAGE(GNNModel):
 
     Args:
         hidden (int, optional): Width of each layer. (default: ``128``)
-        aggr (str, optional): ``mean``, ``sum`` or ``max`` neighbour aggregation. (default: ``"mean"``)
+        aggr (str, optional): ``mean``, ``sum``, ``max`` or ``max_relative`` (Vision GNN's
+            max-relative aggregation, ``max(0, max_j w_ij (x_j - x_i))``) neighbour aggregation.
+            (default: ``"mean"``)
 
     Mini-batch training (e.g. on ``dyn_knn`` graphs) defaults to 20 epochs at a peak LR of 3e-3.
     """
@@ -308,8 +310,8 @@ class SAGE(GNNModel):
                  norm: str = "batch", aggr: str = "mean", num_neighbors: list[int] | str = "auto",
                  block: str = "plain", ffn_ratio: int = 2) -> None:
         super().__init__(hidden, layers, dropout, pooling, norm, num_neighbors, block, ffn_ratio)
-        if aggr not in ("mean", "sum", "max"):
-            raise ValueError(f"aggr must be mean, sum or max, got {aggr!r}")
+        if aggr not in ("mean", "sum", "max", "max_relative"):
+            raise ValueError(f"aggr must be mean, sum, max or max_relative, got {aggr!r}")
         self.aggr = aggr
 
     def _extra(self) -> dict[str, Any]:
