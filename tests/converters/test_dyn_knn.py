@@ -114,6 +114,7 @@ def test_epoch_metrics_report_k_histogram():
      ({"tau": 0}, "tau must be > 0"),
      ({"channels": []}, "channels must be"),
      ({"dynamic": "yes"}, "dynamic must be true or false"),
+     ({"stage_k": -1}, "stage_k must be an integer >= 0"),
      ({"bogus": 1}, "no option 'bogus'")],
 )
 def test_bad_options(options, message):
@@ -272,3 +273,30 @@ def test_dynamic_graph_end_to_end_on_digits(tmp_path):
     r = graphforge.run(converter="dyn_knn", model="sage", epochs=2, limit_train=200, limit_test=100,
                        options={"dynamic": True}, out=tmp_path / "run", plots=False)
     assert r.metrics["test_accuracy"] > 0.3
+
+
+def test_stage_graph_block_mixes_each_images_knn_neighbours():
+    from graphforge.builtin.converters.dyn_knn import MapGraphBlock
+
+    module = DynKNN(channels=[8, 16, 32], stage_k=4).build(EMNIST)
+    blocks = [m for m in module.encoder.modules() if isinstance(m, MapGraphBlock)]
+    assert len(blocks) == 1 and blocks[0].fc_in[0].in_features == 16  # before the last pooling: 14 x 14 x 16
+    block = blocks[0].eval()
+    fmap = torch.rand(3, 16, 14, 14)
+    out = block(fmap)
+    assert out.shape == fmap.shape
+    # Each image's block output depends on that image only, and on its k nearest positions
+    # wherever they are: a far corner made a near copy of (0, 0) moves (0, 0), in image 0 alone.
+    changed = fmap.clone()
+    changed[0, :, 13, 13] = fmap[0, :, 0, 0] + 1e-3
+    moved = (block(changed) - out).abs().amax(dim=1)  # [B, H, W]
+    assert float(moved[1:].max()) == 0 and float(moved[0, 0, 0]) > 1e-4
+    g = module.train()(torch.rand(2, *EMNIST.shape))
+    assert g.x.shape == (2 * 49, 34)
+    assert not [m for m in DynKNN(channels=[8, 16, 32]).build(EMNIST).modules() if isinstance(m, MapGraphBlock)]
+
+
+def test_stage_graph_block_end_to_end_on_digits(tmp_path):
+    r = graphforge.run(converter="dyn_knn", model="sage", epochs=4, limit_train=200, limit_test=100,
+                       options={"stage_k": 4}, out=tmp_path / "run", plots=False)
+    assert r.metrics["test_accuracy"] > 0.3  # 4 epochs of 200 digits: 0.40 (chance 0.10)

@@ -64,6 +64,46 @@ def _per_block(convs_per_block: int | Sequence[int], n_blocks: int) -> list[int]
     return list(convs_per_block)
 
 
+class MapGraphBlock(nn.Module):
+    """A residual KNN-graph block on a feature map, inside the encoder (a Vision GNN stage).
+
+    Every position of the ``[B, C, H, W]`` map is a node; each image's graph joins every node
+    to its ``k`` nearest in channel space. The block adds
+    ``FC(GELU(BN(mean_j FC(x_j) + FC(x_i))))`` to the map: a neighbour mean over positions that
+    look alike, wherever they are in the image, at a resolution where a convolution sees only
+    a small window.
+
+    Args:
+        channels: Channels of the map.
+        k: Neighbours per node.
+        metric: KNN metric.
+    """
+
+    def __init__(self, channels: int, k: int, metric: str) -> None:
+        super().__init__()
+        from graphforge.nn import WeightedSAGEConv
+
+        self.k, self.metric = k, metric
+        self.fc_in = nn.Sequential(nn.Linear(channels, channels), nn.BatchNorm1d(channels))
+        self.conv = WeightedSAGEConv(channels, channels)
+        self.norm = nn.BatchNorm1d(channels)
+        self.fc_out = nn.Sequential(nn.Linear(channels, channels), nn.BatchNorm1d(channels))
+
+    def forward(self, fmap: Tensor) -> Tensor:
+        from graphforge.nn.conv import dense_adjacency
+        from graphforge.ops import dense_batched_knn
+
+        b, c, h, w = fmap.shape
+        n = h * w
+        nodes = fmap.permute(0, 2, 3, 1).reshape(b * n, c)
+        edge_index, _ = dense_batched_knn(nodes.detach().view(b, n, c), min(self.k, n - 1), metric=self.metric)
+        y = self.fc_in(nodes)
+        y = self.conv.forward_dense(y, dense_adjacency(edge_index, None, b, n, y.dtype))
+        y = self.fc_out(nn.functional.gelu(self.norm(y)))
+        out = nodes + y
+        return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
 class Encoder(nn.Module):
     """``[conv3x3 -> BN -> ReLU] x convs_per_block (-> maxpool 2x2)`` blocks.
 
@@ -72,18 +112,24 @@ class Encoder(nn.Module):
         channels: Output channels of each block.
         pools: Whether each block ends with 2x2 max-pooling.
         convs_per_block: Convolutions in each block (one number for all, or one per block).
+        stage_k: When > 0, a :class:`MapGraphBlock` with this k runs on the map before the last
+            pooling (14 x 14 positions of a 28 x 28 image).
+        metric: KNN metric of that block.
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], pools: Sequence[bool],
-                 convs_per_block: int | Sequence[int] = 1) -> None:
+                 convs_per_block: int | Sequence[int] = 1, stage_k: int = 0, metric: str = "euclidean") -> None:
         super().__init__()
         layers: list[nn.Module] = []
         prev = in_channels
         per_block = _per_block(convs_per_block, len(channels))
-        for ch, pool, n_convs in zip(channels, pools, per_block):
+        last_pool = max((i for i, pool in enumerate(pools) if pool), default=None)
+        for i, (ch, pool, n_convs) in enumerate(zip(channels, pools, per_block)):
             for _ in range(n_convs):
                 layers += [nn.Conv2d(prev, ch, 3, padding=1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
                 prev = ch
+            if stage_k and i == last_pool:
+                layers.append(MapGraphBlock(ch, stage_k, metric))
             if pool:
                 layers.append(nn.MaxPool2d(2))
             prev = ch
@@ -110,13 +156,13 @@ class DynamicKNNGraph(nn.Module):
     def __init__(self, spec: InputSpec, channels: Sequence[int], k_min: int, k_max: int, k: int, learn_k: bool,
                  pos_encoding: bool, metric: str, tau: float, k_penalty: float, min_side: int,
                  convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", pos_embed: bool = False,
-                 dynamic: bool = False) -> None:
+                 dynamic: bool = False, stage_k: int = 0) -> None:
         super().__init__()
         self.dynamic = dynamic
         c, h, w = spec.shape
         pools, (fh, fw) = _encoder_plan(h, w, len(channels), min_side)
         self.num_nodes = fh * fw
-        self.encoder = Encoder(c, channels, pools, convs_per_block)
+        self.encoder = Encoder(c, channels, pools, convs_per_block, stage_k, metric)
         self.k_min, self.k_max, self.k = k_min, min(k_max, self.num_nodes - 1), min(k, self.num_nodes - 1)
         self.learn_k = learn_k
         self.metric = metric
@@ -261,6 +307,9 @@ class DynKNN(Converter):
         dynamic (bool, optional): Rebuild each image's KNN graph, with the same k, from the node
             features of every GNN layer (a dynamic graph, as in DGCNN and ViG) instead of building
             it once from the encoder's map. The graphforge GNNs honour it. (default: ``False``)
+        stage_k (int, optional): When > 0, a residual KNN-graph block with this k also runs inside
+            the encoder, on the map before its last pooling (14 x 14 nodes on 28 x 28 images; see
+            :class:`MapGraphBlock`). ``0``: none. (default: ``0``)
     """
 
     name = "dyn_knn"
@@ -270,7 +319,8 @@ class DynKNN(Converter):
     def __init__(self, channels: Sequence[int] = (32, 64, 128), k_min: int = 2, k_max: int = 16, k: int = 8,
                  learn_k: bool = True, pos_encoding: bool = True, pos_embed: bool = False, metric: str = "euclidean",
                  tau: float = 1.0, k_penalty: float = 0.0, min_side: int = 4,
-                 convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", dynamic: bool = False) -> None:
+                 convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", dynamic: bool = False,
+                 stage_k: int = 0) -> None:
         channels = [channels] if isinstance(channels, int) else list(channels)
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"channels must be a list of positive integers, got {channels!r}")
@@ -281,6 +331,9 @@ class DynKNN(Converter):
                             *(("convs_per_block", v) for v in per_block)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(stage_k, bool) or not isinstance(stage_k, int) or stage_k < 0:
+            raise ValueError(f"stage_k must be an integer >= 0 (0: no graph block in the encoder), got {stage_k!r}")
+        self.stage_k = stage_k
         if k_min > k_max:
             raise ValueError(f"k_min ({k_min}) must not exceed k_max ({k_max})")
         metric = get_metric(metric, _METRICS, user="dyn_knn (the native batched_knn op)").name
@@ -328,7 +381,7 @@ class DynKNN(Converter):
         self.check_input(spec)
         return DynamicKNNGraph(spec, self.channels, self.k_min, self.k_max, self.k, self.learn_k, self.pos_encoding,
                                self.metric, self.tau, self.k_penalty, self.min_side, self.convs_per_block, self.k_input,
-                               self.pos_embed, self.dynamic)
+                               self.pos_embed, self.dynamic, self.stage_k)
 
     def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
         """Plot the distribution of predicted k over the epochs (``k_distribution.png``)."""
