@@ -121,3 +121,25 @@ def test_no_module_loads_checkpoints_unsafely():
                 if "weights_only=False" in text or "allow_pickle=True" in text:
                     offenders.append(name)
     assert not offenders
+
+
+def test_a_run_loads_and_resumes_as_trained_after_a_default_changes(tmp_path, monkeypatch):
+    """The checkpoint records every option the plugins were built with, defaults included."""
+    from graphforge.builtin.models.cnn import CNN
+
+    run = tmp_path / "cnn"
+    graphforge.run(model="cnn", epochs=1, limit_train=120, limit_test=40, seed=0, out=run, plots=False,
+                   options={"channels": [4, 8]})
+    meta = read_checkpoint(safe_load(run / "checkpoint.pt"), run / "checkpoint.pt")["meta"]
+    assert meta["plugin_options"]["model"] == {"channels": [4, 8], "kernel_size": 3, "dropout": 0.25,
+                                               "convs_per_block": 2}
+    x = torch.rand(5, 1, 8, 8)
+    before = graphforge.load_run(run).predict_proba(x)
+    # A later version with other defaults (one convolution per block, a wider kernel):
+    monkeypatch.setattr(CNN.__init__, "__defaults__", ((32, 64, 128), 5, 0.25, 1))
+    assert CNN().convs_per_block == 1
+    loaded = graphforge.load_run(run)
+    assert loaded.model.convs_per_block == 2 and loaded.model.kernel_size == 3
+    assert np.allclose(loaded.predict_proba(x), before)
+    resumed = graphforge.run(resume=run, epochs=2)
+    assert resumed.metrics["epochs"] == 2

@@ -8,6 +8,7 @@ is created.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 import signal
@@ -36,7 +37,7 @@ from graphforge.engine.families import (  # noqa: F401  (build_network, sample_f
     sample_features,
 )
 from graphforge.engine.metrics import report_text, summarize
-from graphforge.engine.rundir import RunDirectory, default_run_path
+from graphforge.engine.rundir import LAST_CHECKPOINT, RunDirectory, default_run_path
 from graphforge.engine.runtime import resolve_device, seed_everything
 from graphforge.engine.threads import ThreadPolicy
 from graphforge.errors import ConfigError, GraphforgeError
@@ -75,18 +76,63 @@ class Plan:
     device: torch.device
 
 
-def build_plugins(config: RunConfig) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Build the run's dataset, converter and model from their names and routed options.
+def _plain(value: Any) -> Any:
+    """``value`` as plain data (tuples as lists), or ``_NOT_PLAIN`` if it is not JSON-like."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _plain(v) for k, v in value.items()}
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else items
+    return _NOT_PLAIN
 
-    Returns:
-        ``({"dataset": ..., "converter": ..., "model": ...}, options by role)``.
-    """
-    entries = {
+
+_NOT_PLAIN = object()
+
+
+def _entries(config: RunConfig) -> dict[str, Any]:
+    return {
         "dataset": get_registry("dataset").get(config.dataset),
         "converter": get_registry("converter").get(config.converter),
         "model": get_registry("model").get(config.model),
     }
+
+
+def effective_options(config: RunConfig, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every option each plugin of a run was built with: its defaults, overridden by ``options``.
+
+    A checkpoint keeps these, so a run loads with the settings it was trained with even after a
+    later version changes a default. Defaults that are not plain data (JSON-like) are left out.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for role, entry in _entries(config).items():
+        defaults = {}
+        for name, default in entry.options().items():
+            value = _plain(default) if default is not inspect.Parameter.empty else _NOT_PLAIN
+            if value is not _NOT_PLAIN:
+                defaults[name] = value
+        out[role] = {**defaults, **options.get(role, {})}
+    return out
+
+
+def build_plugins(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = None,
+                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Build the run's dataset, converter and model from their names and routed options.
+
+    Args:
+        config: The run's config.
+        pinned: Options by role that replace the routed ones (a checkpoint's
+            :func:`effective_options`, so a saved run is rebuilt as it was trained).
+
+    Returns:
+        ``({"dataset": ..., "converter": ..., "model": ...}, options by role)``.
+    """
+    entries = _entries(config)
     options = route_options(config.options, entries)
+    if pinned:
+        options = {role: dict(pinned.get(role, options[role])) for role in entries}
     instances = {role: entries[role].create(**options[role]) for role in entries}
     expected = {"dataset": Dataset, "converter": Converter, "model": Model}
     for role, obj in instances.items():
@@ -98,10 +144,19 @@ def build_plugins(config: RunConfig) -> tuple[dict[str, Any], dict[str, dict[str
     return instances, options
 
 
-def plan_run(config: RunConfig) -> Plan:
-    """Check the config and build the plugins (nothing is written yet)."""
+def _saved_options(rundir: RunDirectory) -> dict[str, dict[str, Any]] | None:
+    """The plugin options a resumed run was trained with (its last checkpoint's), if it has them."""
+    if not rundir.file(LAST_CHECKPOINT).is_file():
+        return None  # the trainer says that nothing can be resumed
+    meta = rundir.load_checkpoint(LAST_CHECKPOINT).get("meta")
+    pinned = meta.get("plugin_options") if isinstance(meta, dict) else None
+    return pinned if isinstance(pinned, dict) else None
+
+
+def plan_run(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = None) -> Plan:
+    """Check the config and build the plugins (nothing is written yet); ``pinned`` as in :func:`build_plugins`."""
     config.validate()
-    instances, options = build_plugins(config)
+    instances, options = build_plugins(config, pinned)
     device = resolve_device(config.device)
     return Plan(config, instances["dataset"], instances["converter"], instances["model"], options, device)
 
@@ -143,6 +198,7 @@ def _meta(plan: Plan, data: DataSplits, spec: InputSpec, out_spec: InputSpec) ->
         "num_classes": data.num_classes,
         "class_names": list(data.class_names),
         "graphforge_version": __version__,
+        "plugin_options": effective_options(plan.config, plan.options),
     }
 
 
@@ -280,7 +336,7 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
                 saved.epochs = config.epochs
             saved.device = config.device if config.device != "auto" else saved.device
             config = saved
-        plan = plan_run(config)
+        plan = plan_run(config, _saved_options(rundir) if resume is not None else None)
         cfg = plan.config
         threads = ThreadPolicy(cfg.threads)
         threads.apply()

