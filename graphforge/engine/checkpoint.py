@@ -3,7 +3,7 @@
 Every checkpoint is a dict::
 
     {"format": 2, "family": "gradient" | "fit" | "graph_fit",
-     "meta": {...},      # config, input spec, classes, version: what rebuilds the model
+     "meta": {...},      # config, input spec, classes, version and plugin_options: what rebuilds the model
      "state": {...},     # the family's weights (see graphforge.engine.families)
      "epoch": int}       # the epoch the weights are from (1 for fitted models)
 
@@ -11,6 +11,12 @@ Checkpoints hold only tensors and plain data (dicts, lists, numbers, strings), a
 with ``torch.load(..., weights_only=True)`` (:func:`safe_load`): a run directory received
 from someone else cannot run code when it is loaded. A file that the safe load refuses is a
 one-line error; graphforge never falls back to unpickling it.
+
+``meta["plugin_options"]`` holds every option the dataset, converter and model were built
+with, their defaults included (``graphforge.engine.runner.effective_options``):
+:func:`graphforge.load_run` and ``--resume`` rebuild the plugins from it, so a run still
+loads as it was trained after a later version changes a default. Checkpoints without it
+(written before it existed) are rebuilt from the config's options and today's defaults.
 
 ``last.pt`` of a gradient run adds ``"training"``: optimiser, schedule, early-stopping
 state and random-number streams, for an exact ``--resume``. Checkpoints written before
