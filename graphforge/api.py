@@ -207,8 +207,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     rundir = RunDirectory.open(run_dir)
     config = RunConfig.from_dict(rundir.read_config())
     ckpt = rundir.load_checkpoint(BEST_CHECKPOINT)
-    # Rebuild the plugins with every option they were trained with (defaults included), when the
-    # checkpoint records them: a default changed since then does not change the saved network.
+    # Options the config leaves out take the values the run was trained with (defaults included),
+    # when the checkpoint records them: a default changed since then does not change the network.
     pinned = ckpt["meta"].get("plugin_options") if isinstance(ckpt.get("meta"), dict) else None
     plugins, options = build_plugins(config, pinned if isinstance(pinned, dict) else None)
     plan = Plan(config, plugins["dataset"], plugins["converter"], plugins["model"], options, torch.device("cpu"))

@@ -14,8 +14,10 @@ one-line error; graphforge never falls back to unpickling it.
 
 ``meta["plugin_options"]`` holds every option the dataset, converter and model were built
 with, their defaults included (``graphforge.engine.runner.effective_options``):
-:func:`graphforge.load_run` and ``--resume`` rebuild the plugins from it, so a run still
-loads as it was trained after a later version changes a default. Checkpoints without it
+:func:`graphforge.load_run` and ``--resume`` take every option that the run's
+``config.yaml`` does not set from it, so a run still loads as it was trained after a later
+version changes a default (an option edited into ``config.yaml`` still wins, and a
+mismatch with the weights is a one-line error). Checkpoints without it
 (written before it existed) are rebuilt from the config's options and today's defaults.
 
 ``last.pt`` of a gradient run adds ``"training"``: optimiser, schedule, early-stopping

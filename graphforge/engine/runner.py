@@ -123,8 +123,9 @@ def build_plugins(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = 
 
     Args:
         config: The run's config.
-        pinned: Options by role that replace the routed ones (a checkpoint's
-            :func:`effective_options`, so a saved run is rebuilt as it was trained).
+        pinned: Options by role under the routed ones (a checkpoint's :func:`effective_options`):
+            the config's own options still win, but every option it leaves out takes the value
+            the run was trained with, not today's default.
 
     Returns:
         ``({"dataset": ..., "converter": ..., "model": ...}, options by role)``.
@@ -132,7 +133,7 @@ def build_plugins(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = 
     entries = _entries(config)
     options = route_options(config.options, entries)
     if pinned:
-        options = {role: dict(pinned.get(role, options[role])) for role in entries}
+        options = {role: {**(pinned.get(role) or {}), **options[role]} for role in entries}
     instances = {role: entries[role].create(**options[role]) for role in entries}
     expected = {"dataset": Dataset, "converter": Converter, "model": Model}
     for role, obj in instances.items():
