@@ -19,7 +19,7 @@ from graphforge.core.embedder import Embedder
 from graphforge.core.model import GraphFitModel, Model
 from graphforge.engine.families import ModelFamily, family_of
 from graphforge.engine.rundir import BEST_CHECKPOINT, RunDirectory
-from graphforge.engine.runner import Plan, RunResult, build_plugins, execute
+from graphforge.engine.runner import Plan, RunResult, build_plugins, built_options, execute
 from graphforge.errors import DataError, GraphforgeError
 from graphforge.plugins import get_registry
 
@@ -209,8 +209,7 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     ckpt = rundir.load_checkpoint(BEST_CHECKPOINT)
     # Options the config leaves out take the values the run was trained with (defaults included),
     # when the checkpoint records them: a default changed since then does not change the network.
-    pinned = ckpt["meta"].get("plugin_options") if isinstance(ckpt.get("meta"), dict) else None
-    plugins, options = build_plugins(config, pinned if isinstance(pinned, dict) else None)
+    plugins, options = build_plugins(config, built_options(ckpt))
     plan = Plan(config, plugins["dataset"], plugins["converter"], plugins["model"], options, torch.device("cpu"))
     family = family_of(plan.model)
     if family.name != ckpt["family"]:

@@ -131,7 +131,7 @@ def test_a_run_loads_and_resumes_as_trained_after_a_default_changes(tmp_path, mo
     graphforge.run(model="cnn", epochs=1, limit_train=120, limit_test=40, seed=0, out=run, plots=False,
                    options={"channels": [4, 8]})
     meta = read_checkpoint(safe_load(run / "checkpoint.pt"), run / "checkpoint.pt")["meta"]
-    assert meta["plugin_options"]["model"] == {"channels": [4, 8], "kernel_size": 3, "dropout": 0.25,
+    assert meta["built_options"]["model"] == {"channels": [4, 8], "kernel_size": 3, "dropout": 0.25,
                                                "convs_per_block": 2}
     x = torch.rand(5, 1, 8, 8)
     before = graphforge.load_run(run).predict_proba(x)

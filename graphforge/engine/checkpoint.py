@@ -3,7 +3,7 @@
 Every checkpoint is a dict::
 
     {"format": 2, "family": "gradient" | "fit" | "graph_fit",
-     "meta": {...},      # config, input spec, classes, version and plugin_options: what rebuilds the model
+     "meta": {...},      # config, input spec, classes, version and built_options: what rebuilds the model
      "state": {...},     # the family's weights (see graphforge.engine.families)
      "epoch": int}       # the epoch the weights are from (1 for fitted models)
 
@@ -12,7 +12,7 @@ with ``torch.load(..., weights_only=True)`` (:func:`safe_load`): a run directory
 from someone else cannot run code when it is loaded. A file that the safe load refuses is a
 one-line error; graphforge never falls back to unpickling it.
 
-``meta["plugin_options"]`` holds every option the dataset, converter and model were built
+``meta["built_options"]`` holds every option the dataset, converter and model were built
 with, their defaults included (``graphforge.engine.runner.effective_options``):
 :func:`graphforge.load_run` and ``--resume`` take every option that the run's
 ``config.yaml`` does not set from it, so a run still loads as it was trained after a later

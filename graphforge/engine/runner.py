@@ -145,13 +145,18 @@ def build_plugins(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = 
     return instances, options
 
 
+def built_options(checkpoint: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The :func:`effective_options` a checkpoint records (``meta["built_options"]``), if any."""
+    meta = checkpoint.get("meta")
+    options = meta.get("built_options") if isinstance(meta, dict) else None
+    return options if isinstance(options, dict) else None
+
+
 def _saved_options(rundir: RunDirectory) -> dict[str, dict[str, Any]] | None:
     """The plugin options a resumed run was trained with (its last checkpoint's), if it has them."""
     if not rundir.file(LAST_CHECKPOINT).is_file():
         return None  # the trainer says that nothing can be resumed
-    meta = rundir.load_checkpoint(LAST_CHECKPOINT).get("meta")
-    pinned = meta.get("plugin_options") if isinstance(meta, dict) else None
-    return pinned if isinstance(pinned, dict) else None
+    return built_options(rundir.load_checkpoint(LAST_CHECKPOINT))
 
 
 def plan_run(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = None) -> Plan:
@@ -199,7 +204,7 @@ def _meta(plan: Plan, data: DataSplits, spec: InputSpec, out_spec: InputSpec) ->
         "num_classes": data.num_classes,
         "class_names": list(data.class_names),
         "graphforge_version": __version__,
-        "plugin_options": effective_options(plan.config, plan.options),
+        "built_options": effective_options(plan.config, plan.options),
     }
 
 

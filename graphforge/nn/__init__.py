@@ -1,4 +1,5 @@
-"""Reusable layers used by the built-in models: edge-weight aware graph convolutions, fast dropout.
+"""Reusable layers used by the built-in models: edge-weight aware graph convolutions, the
+Vision-GNN Grapher block, fast dropout.
 
 Submodules load on first use, so a model that only needs :class:`Dropout` (``cnn``,
 ``mlp``) does not import torch-geometric.
@@ -13,16 +14,18 @@ from graphforge._lazy import lazy_exports
 if TYPE_CHECKING:
     from graphforge.nn.conv import WeightedGINConv, WeightedSAGEConv
     from graphforge.nn.fast_dropout import Dropout, dropout
+    from graphforge.nn.grapher import GrapherBlock
 
 _LOCATIONS: dict[str, str] = {
     "WeightedGINConv": "conv",
     "WeightedSAGEConv": "conv",
     "Dropout": "fast_dropout",
     "dropout": "fast_dropout",
+    "GrapherBlock": "grapher",
 }
 
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LOCATIONS)
 
 
-__all__ = ["Dropout", "WeightedGINConv", "WeightedSAGEConv", "dropout"]
+__all__ = ["Dropout", "GrapherBlock", "WeightedGINConv", "WeightedSAGEConv", "dropout"]

@@ -30,6 +30,14 @@ def _weighted(x_j: Tensor, w: Tensor | None) -> Tensor:
     return x_j if w is None else w.unsqueeze(-1) * x_j
 
 
+def group_ranks(index: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
+    """For a sorted ``index [E]`` (e.g. the target of each edge, grouped), each entry's position
+    within its group and the size of every group: ``(rank [E], counts [num_groups])``."""
+    counts = torch.bincount(index, minlength=num_groups)
+    rank = torch.arange(index.numel(), device=index.device) - (torch.cumsum(counts, 0) - counts)[index]
+    return rank, counts
+
+
 def neighbour_table(edge_index: Tensor, edge_weight: Tensor | None,
                     num_nodes: int) -> tuple[Tensor, Tensor | None]:
     """Each node's incoming edges as a padded table: ``(src [num_nodes, K], weight [num_nodes, K] or None)``.
@@ -41,9 +49,8 @@ def neighbour_table(edge_index: Tensor, edge_weight: Tensor | None,
     src, dst = edge_index[0], edge_index[1]
     order = torch.argsort(dst, stable=True)
     src, dst = src[order], dst[order]
-    counts = torch.bincount(dst, minlength=num_nodes)
+    slot, counts = group_ranks(dst, num_nodes)
     width = max(int(counts.max()) if src.numel() else 0, 1)
-    slot = torch.arange(dst.numel(), device=dst.device) - (torch.cumsum(counts, 0) - counts)[dst]
     table = torch.arange(num_nodes, device=src.device).unsqueeze(1).repeat(1, width)
     table[dst, slot] = src
     if edge_weight is None:

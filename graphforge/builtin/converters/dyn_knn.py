@@ -37,6 +37,7 @@ from graphforge.core.converter import Converter
 from graphforge.core.data import InputSpec
 from graphforge.errors import ConfigError
 from graphforge.neighbors.metrics import get_metric, list_metrics
+from graphforge.nn.grapher import GrapherBlock
 
 #: The metrics the native op has kernels for (canonical names; aliases work too).
 _METRICS = tuple(m.name for m in list_metrics() if m.op_name)
@@ -64,14 +65,18 @@ def _per_block(convs_per_block: int | Sequence[int], n_blocks: int) -> list[int]
     return list(convs_per_block)
 
 
-class MapGraphBlock(nn.Module):
+def _dense_layer(conv: nn.Module, h: Tensor, edge_index: Tensor, w: Tensor | None, adj: Tensor | None) -> Tensor:
+    return conv.forward_dense(h, adj)
+
+
+class MapGraphBlock(GrapherBlock):
     """A residual KNN-graph block on a feature map, inside the encoder (a Vision GNN stage).
 
     Every position of the ``[B, C, H, W]`` map is a node; each image's graph joins every node
-    to its ``k`` nearest in channel space. The block adds
-    ``FC(GELU(BN(mean_j FC(x_j) + FC(x_i))))`` to the map: a neighbour mean over positions that
-    look alike, wherever they are in the image, at a resolution where a convolution sees only
-    a small window.
+    to its ``k`` nearest in channel space. The block is a :class:`graphforge.nn.GrapherBlock`
+    (mean ``sage``, batch norm, no FFN): it adds ``FC(GELU(BN(sage(FC(x)))))`` to the map, a
+    neighbour mean over positions that look alike, wherever they are in the image, at a
+    resolution where a convolution sees only a small window.
 
     Args:
         channels: Channels of the map.
@@ -80,16 +85,10 @@ class MapGraphBlock(nn.Module):
     """
 
     def __init__(self, channels: int, k: int, metric: str) -> None:
-        super().__init__()
-        from graphforge.nn import WeightedSAGEConv
-
+        super().__init__("sage", channels, "mean", heads=1, norm="batch", dropout=0.0, ffn_ratio=0)
         self.k, self.metric = k, metric
-        self.fc_in = nn.Sequential(nn.Linear(channels, channels), nn.BatchNorm1d(channels))
-        self.conv = WeightedSAGEConv(channels, channels)
-        self.norm = nn.BatchNorm1d(channels)
-        self.fc_out = nn.Sequential(nn.Linear(channels, channels), nn.BatchNorm1d(channels))
 
-    def forward(self, fmap: Tensor) -> Tensor:
+    def forward(self, fmap: Tensor) -> Tensor:  # type: ignore[override]
         from graphforge.nn.conv import dense_adjacency
         from graphforge.ops import dense_batched_knn
 
@@ -97,10 +96,7 @@ class MapGraphBlock(nn.Module):
         n = h * w
         nodes = fmap.permute(0, 2, 3, 1).reshape(b * n, c)
         edge_index, _ = dense_batched_knn(nodes.detach().view(b, n, c), min(self.k, n - 1), metric=self.metric)
-        y = self.fc_in(nodes)
-        y = self.conv.forward_dense(y, dense_adjacency(edge_index, None, b, n, y.dtype))
-        y = self.fc_out(nn.functional.gelu(self.norm(y)))
-        out = nodes + y
+        out = super().forward(nodes, _dense_layer, edge_index, None, dense_adjacency(edge_index, None, b, n, nodes.dtype))
         return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
@@ -204,6 +200,7 @@ class DynamicKNNGraph(nn.Module):
         Training a learned k: every node's ``k_max`` nearest, weighted by the straight-through
         rank mask; otherwise each image's own ``round(k)`` nearest, unweighted.
         """
+        from graphforge.nn.conv import group_ranks
         from graphforge.ops import dense_batched_knn
 
         b, n, _ = nodes.shape
@@ -212,9 +209,7 @@ class DynamicKNNGraph(nn.Module):
             return edge_index, None  # every kept edge has weight 1; layers then skip the multiply
         edge_index, _ = dense_batched_knn(nodes.detach(), self.k_max, metric=self.metric)
         query = edge_index[1]
-        counts = torch.bincount(query, minlength=b * n)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(query.numel(), device=query.device) - starts[query]
+        rank, _ = group_ranks(query, b * n)  # the op lists each query's neighbours nearest first
         graph = query // n
         soft = torch.sigmoid((k_cont[graph] - rank.to(k_cont.dtype) - 0.5) / self.tau)
         hard = (rank < k_hard[graph]).to(soft.dtype)

@@ -13,8 +13,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import (
-    GATConv,
-    GCNConv,
     global_add_pool,
     global_max_pool,
     global_mean_pool,
@@ -29,68 +27,16 @@ from graphforge.engine.sampling import (
     default_fanout,
 )
 from graphforge.errors import ConfigError
-from graphforge.nn import WeightedGINConv, WeightedSAGEConv
 from graphforge.nn.conv import dense_adjacency
 from graphforge.nn.fast_dropout import Dropout
 from graphforge.nn.fast_dropout import dropout as gf_dropout
+from graphforge.nn.grapher import GrapherBlock, make_conv, make_norm
 
 _POOLS = {"mean": global_mean_pool, "max": global_max_pool, "sum": global_add_pool}
 _NORMS = ("batch", "layer", "none")
 
 
-def _make_conv(kind: str, in_ch: int, out_ch: int, aggr: str, heads: int) -> nn.Module:
-    if kind == "sage":
-        return WeightedSAGEConv(in_ch, out_ch, aggr=aggr)
-    if kind == "gcn":
-        return GCNConv(in_ch, out_ch)
-    if kind == "gat":
-        return GATConv(in_ch, out_ch // heads, heads=heads, edge_dim=1)
-    if kind == "gin":
-        mlp = nn.Sequential(nn.Linear(in_ch, out_ch), nn.ReLU(), nn.Linear(out_ch, out_ch))
-        return WeightedGINConv(mlp)
-    raise ValueError(f"unknown layer type {kind!r}")
-
-
-def _make_norm(kind: str, width: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm1d(width)
-    if kind == "layer":
-        return nn.LayerNorm(width)
-    return nn.Identity()
-
-
 _BLOCKS = ("plain", "grapher")
-
-
-class GrapherBlock(nn.Module):
-    """A Vision-GNN-style block: ``h + FC(act(conv(FC(h))))``, then ``h + FFN(h)``.
-
-    The Grapher half projects the nodes (``Linear -> norm``), runs one message-passing
-    layer (``norm -> GELU``) and projects back (``Linear -> norm``) onto a residual; the FFN
-    half (``Linear(d, ratio*d) -> norm -> GELU -> Linear(ratio*d, d) -> norm``) adds a second
-    residual, as in ViG's Grapher + FFN (no code taken from it).
-    """
-
-    def __init__(self, conv: str, width: int, aggr: str, heads: int, norm: str, dropout: float,
-                 ffn_ratio: int) -> None:
-        super().__init__()
-        self.conv_kind = conv
-        self.dropout = dropout
-        self.fc_in = nn.Sequential(nn.Linear(width, width), _make_norm(norm, width))
-        self.conv = _make_conv(conv, width, width, aggr, heads)
-        self.conv_norm = _make_norm(norm, width)
-        self.fc_out = nn.Sequential(nn.Linear(width, width), _make_norm(norm, width))
-        hid = width * ffn_ratio
-        self.ffn = nn.Sequential(nn.Linear(width, hid), _make_norm(norm, hid), nn.GELU(), nn.Linear(hid, width),
-                                 _make_norm(norm, width)) if ffn_ratio else None
-
-    def forward(self, h: Tensor, layer: Any, edge_index: Tensor, w: Tensor | None, adj: Tensor | None = None) -> Tensor:
-        y = layer(self.conv, self.fc_in(h), edge_index, w, adj)
-        y = self.fc_out(nn.functional.gelu(self.conv_norm(y)))
-        h = h + gf_dropout(y, self.dropout, self.training)
-        if self.ffn is not None:
-            h = h + gf_dropout(self.ffn(h), self.dropout, self.training)
-        return h
 
 
 class GNN(nn.Module):
@@ -135,13 +81,13 @@ class GNN(nn.Module):
         self.norms = nn.ModuleList()
         width = in_channels
         if block == "grapher":
-            self.stem = nn.Sequential(nn.Linear(in_channels, hidden), _make_norm(norm, hidden))
+            self.stem = nn.Sequential(nn.Linear(in_channels, hidden), make_norm(norm, hidden))
             self.blocks = nn.ModuleList(GrapherBlock(conv, hidden, aggr, heads, norm, dropout, ffn_ratio)
                                         for _ in range(layers))
             width = hidden
         for _ in range(layers if block == "plain" else 0):
-            self.convs.append(_make_conv(conv, width, hidden, aggr, heads))
-            self.norms.append(_make_norm(norm, hidden))
+            self.convs.append(make_conv(conv, width, hidden, aggr, heads))
+            self.norms.append(make_norm(norm, hidden))
             width = hidden
         head_in = width * len(self.pools) if task == "graph" else width
         self.head = nn.Sequential(
