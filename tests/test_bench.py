@@ -111,6 +111,44 @@ def test_bench_results_summary_and_resume_record(tmp_path):
     assert "| knn k=1 | 1 | 0.5000 ± 0.0000 | 0.6000 ± 0.0000 | 0.6000 | 0.6000 |" in table
 
 
+def test_bench_results_reports_each_run_and_records_failures(tmp_path, monkeypatch):
+    """Each run logs its start and its figures (a long benchmark is not silent); a failing run is
+    recorded with its one-line error and the benchmark goes on; a finished run is not rerun."""
+    import logging
+
+    import graphforge
+    from graphforge.bench import results as bench_results
+    from graphforge.errors import DataError
+
+    calls = []
+
+    def fake_run(converter, model, dataset, *, seed, **kwargs):
+        calls.append(seed)
+        if seed == 1:
+            raise DataError("broken\nfile")
+        return type("R", (), {"metrics": {"val_accuracy": 0.91234, "test_accuracy": 0.9, "train_seconds": 1.0}})()
+
+    monkeypatch.setattr(graphforge, "run", fake_run)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = bench_results.log
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        bench = bench_results.Bench(tmp_path, "/data", [0, 1])
+        cell = bench_results.Cell("g", "cnn", "none", "cnn", "fashion-mnist", {}, {})
+        for seed in (0, 1, 0):
+            bench.run_cell(cell, seed)
+    finally:
+        logger.removeHandler(handler)
+    assert calls == [0, 1]
+    assert "bench results: g / cnn, seed 0: validation 0.9123, test 0.9000 (0 s)" in records
+    assert any(r.startswith("bench results: g / cnn, seed 1 failed: DataError: broken file") for r in records)
+    rows = bench.runs.load()
+    assert [(r["seed"], r["status"]) for r in rows] == [("0", "ok"), ("1", "failed")]
+
+
 def test_bench_results_quick_on_real_mnist(runner, tmp_path):
     """A real smoke run of ``bench results --quick`` on the MNIST group, then a resume that reruns nothing."""
     from tests.real_data import real_data
@@ -122,6 +160,7 @@ def test_bench_results_quick_on_real_mnist(runner, tmp_path):
     first = runner.invoke(cli, args)
     assert first.exit_code == 0, first.output
     assert "## mnist-som" in first.output and "som_select (decorrelated)" in first.output
+    assert "bench results: mnist-som / som_select (decorrelated) + knn k=3, 100 pixels, seed 0: validation 0." in first.output
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
     assert all(0.5 < float(r["test_accuracy"]) <= 1 for r in rows)

@@ -181,6 +181,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _key(group: str, cell: str, seed: int | str) -> tuple[str, str, str]:
     return (group, cell, str(seed))
 
@@ -252,6 +256,8 @@ class Bench:
         row.update(status="ok", val_accuracy=m["val_accuracy"], test_accuracy=m["test_accuracy"],
                    train_seconds=m.get("train_seconds"), wall_seconds=time.perf_counter() - start,
                    extra=_extras(m))
+        log.info("bench results: %s / %s, seed %d: validation %s, test %s (%.0f s)", cell.group, cell.name, seed,
+                 _accuracy(m.get("val_accuracy")), _accuracy(m.get("test_accuracy")), row["wall_seconds"])
         rows = [row] + (after(result, row) if after is not None else [])
         for r in rows:
             self.record(r)

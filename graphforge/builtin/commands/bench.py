@@ -223,16 +223,21 @@ def register_commands(cli: Any) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--keep-runs", is_flag=True, help="Keep every run directory (with plots) under OUT/runs.")
 @click.option("--only", "only", multiple=True, help="Run only cells whose name starts with this (repeatable), e.g. knn.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (each cell, seed and epoch); warnings only.")
 def bench_results(data_root: str, out: str, groups: tuple[str, ...], seeds: tuple[int, ...], quick: bool,
-                  device: str, keep_runs: bool, only: tuple[str, ...]) -> None:
+                  device: str, keep_runs: bool, only: tuple[str, ...], quiet: bool) -> None:
     """Rerun every seed experiment on real Fashion-MNIST and MNIST into one table.
 
     Each cell runs once per seed through the same path as `graphforge run` and is recorded
     in OUT/runs.csv as it finishes, so an interrupted benchmark resumes where it stopped.
     OUT/results.md gives mean +- std over the seeds, the median test accuracy, the wall time
-    and the exact command of every cell. See docs/results.md.
+    and the exact command of every cell. Progress (each run as it starts and ends, and its
+    epochs) goes to stderr. See docs/results.md.
     """
     from graphforge.bench.results import GROUPS, run_results
+    from graphforge.cli.main import _setup_logging
+
+    _setup_logging(quiet)
 
     summary, files = run_results(out, data_root, groups=groups or GROUPS, seeds=seeds, quick=quick, device=device,
                                  keep_runs=keep_runs, only=only)
