@@ -111,6 +111,26 @@ def test_bench_results_summary_and_resume_record(tmp_path):
     assert "| knn k=1 | 1 | 0.5000 ± 0.0000 | 0.6000 ± 0.0000 | 0.6000 | 0.6000 |" in table
 
 
+def test_bench_results_commands_name_out_and_one_template_for_every_seed(tmp_path):
+    """A cell's path under the benchmark folder is written OUT/..., and the summary's command
+    stands for every seed: its --seed and its per-seed run folder both say S."""
+    from graphforge.bench.results import Cell, RunsFile, command_line, summarize
+
+    runs = RunsFile(tmp_path / "runs.csv")
+    for seed in (1, 2):
+        run = tmp_path / "runs" / "sim" / f"embedder-cnn-seed{seed}"
+        cell = Cell("sim", "cnn cosine degree 5: gcn", "similarity", "gcn", "fashion-mnist",
+                    {"embedder": "trained", "embedder_options": {"run": str(run)}, "degree": 5}, {},
+                    {"embedder_options": {"run": f"OUT/runs/sim/embedder-cnn-seed{seed}"}})
+        command = command_line(cell, seed, None, cell.settings)
+        assert str(tmp_path) not in command
+        assert f"""'embedder_options={{"run":"OUT/runs/sim/embedder-cnn-seed{seed}"}}' -o degree=5 --seed {seed}""" in command
+        runs.append({"group": "sim", "cell": cell.name, "seed": seed, "status": "ok", "val_accuracy": 0.5,
+                     "test_accuracy": 0.5, "command": command})
+    (row,) = summarize(runs.load())
+    assert row["command"].endswith("""'embedder_options={"run":"OUT/runs/sim/embedder-cnn-seedS"}' -o degree=5 --seed S""")
+
+
 def test_bench_results_reports_each_run_and_records_failures(tmp_path, monkeypatch):
     """Each run logs its start and its figures (a long benchmark is not silent); a failing run is
     recorded with its one-line error and the benchmark goes on; a finished run is not rerun."""
@@ -168,6 +188,26 @@ def test_bench_results_quick_on_real_mnist(runner, tmp_path):
     assert again.exit_code == 0 and len(list(csv.DictReader((out / "runs.csv").open()))) == 3
     bad = runner.invoke(cli, ["bench", "results", "--data-root", str(tmp_path), "--group", "mnist-som"])
     assert bad.exit_code == 1 and "has no MNIST folder" in bad.output
+
+
+def test_bench_results_quick_similarity_on_real_fashion(runner, tmp_path):
+    """The similarity group, quick, on real Fashion-MNIST: every graph at the target mean degree
+    (the converter's ``degree``), and commands that name OUT and S instead of this run's folders."""
+    from tests.real_data import real_data
+
+    root = real_data("FashionMNIST")
+    out = tmp_path / "results"
+    res = runner.invoke(cli, ["bench", "results", "--data-root", str(root), "--out", str(out), "--quick", "--seeds", "0",
+                              "--group", "fashion-similarity", "-q"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(rows) == 9 and all(r["status"] == "ok" for r in rows)  # the cnn embedder + 2 embeddings x 4 models
+    graphs = [json.loads(r["extra"]) for r in rows[1:]]
+    assert all(abs(g["graph_mean_degree"] - 10) < 1 and "graph_threshold" in g for g in graphs), graphs
+    table = (out / "results.md").read_text()
+    assert str(tmp_path) not in table and "`OUT` is this benchmark's --out folder" in table
+    assert "--out OUT/runs/fashion-similarity/embedder-cnn-seedS" in table
+    assert """-o 'embedder_options={"run":"OUT/runs/fashion-similarity/embedder-cnn-seedS"}' -o metric=cosine -o degree=10""" in table
 
 
 def test_bench_startup_table(runner):

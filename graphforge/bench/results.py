@@ -13,9 +13,9 @@ same :func:`graphforge.run` path as the CLI (each row names the equivalent comma
   rule, against ``knn`` k = 3 on all 784 pixels.
 * ``fashion-similarity`` — a 2,000-image Fashion subset split 80/10/10 as the original:
   one similarity graph per embedding (raw pixels; the penultimate features of a ``cnn``
-  trained on the training split) x metric (cosine, euclidean) x threshold (the thresholds
-  that give a mean degree of 5, 10 and 20 on the training pairs), classified by ``gcn``,
-  ``sage``, ``mlp`` (the same embeddings, no graph) and ``label_prop``.
+  trained on the training split) x metric (cosine, euclidean) x threshold (for each seed's
+  embeddings, the one that gives a mean degree of 5, 10 or 20: the converter's ``degree``),
+  classified by ``gcn``, ``sage``, ``mlp`` (the same embeddings, no graph) and ``label_prop``.
 
 Every run is recorded in ``runs.csv`` as soon as it finishes, so an interrupted benchmark
 resumes where it stopped; ``results.md`` and ``summary.csv`` give mean ± std over the
@@ -29,6 +29,7 @@ import csv
 import io
 import json
 import logging
+import re
 import shlex
 import statistics
 import time
@@ -64,7 +65,9 @@ class Cell:
         converter, model, dataset: As for :func:`graphforge.run`.
         options: Plugin options (``-o``).
         settings: Other run settings (``limit_train``, ``epochs``, ...).
-        quick: Settings that replace ``settings`` in ``--quick`` mode.
+        shown_options, shown_settings: What the row's command writes for some of ``options`` /
+            ``settings`` (a path under the benchmark's folder as ``OUT/...``, so the command does
+            not name this machine's folders).
     """
 
     group: str
@@ -74,10 +77,13 @@ class Cell:
     dataset: str
     options: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    shown_options: dict[str, Any] = field(default_factory=dict)
+    shown_settings: dict[str, Any] = field(default_factory=dict)
 
 
-#: How commands name the data folder (the table's header says what it stands for).
+#: How commands name the data folder and the benchmark's own folder (the table's header says so).
 DATA = "DATA"
+OUT = "OUT"
 
 
 def command_line(cell: Cell, seed: int, data_root: str | None, settings: dict[str, Any]) -> str:
@@ -85,9 +91,9 @@ def command_line(cell: Cell, seed: int, data_root: str | None, settings: dict[st
     parts = ["graphforge", "run", "--dataset", cell.dataset, "--converter", cell.converter, "--model", cell.model]
     if data_root:
         parts += ["--data-root", DATA]
-    for key, value in settings.items():
+    for key, value in {**settings, **cell.shown_settings}.items():
         parts += [f"--{key.replace('_', '-')}", str(value)]
-    for key, value in cell.options.items():
+    for key, value in {**cell.options, **cell.shown_options}.items():
         text = json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict, bool)) else str(value)
         parts += ["-o", f"{key}={text}"]
     parts += ["--seed", str(seed)]
@@ -269,7 +275,7 @@ class Bench:
 def _extras(metrics: dict[str, Any]) -> dict[str, Any]:
     """What the table shows besides accuracy: the learned k on the test set, graph size, epochs."""
     keys = ("test_mean_k", "test_k_std", "test_k_hist", "epochs", "best_epoch", "graph_edges", "graph_mean_degree",
-            "graph_isolated_nodes", "graph_edge_homophily")
+            "graph_isolated_nodes", "graph_edge_homophily", "graph_threshold")
     return {k: metrics[k] for k in keys if metrics.get(k) is not None}
 
 
@@ -328,32 +334,33 @@ def run_fixed_cells(bench: Bench, cells: Sequence[Cell]) -> None:
 
 def run_similarity(bench: Bench) -> None:
     """The similarity-graph experiment (see the module docstring)."""
-    from graphforge.similarity.scores import dataset_scores
-
     group = "fashion-similarity"
     epochs = {"epochs": 20} if bench.quick else {}
     metrics = SIMILARITY_METRICS[:1] if bench.quick else SIMILARITY_METRICS
     degrees = TARGET_DEGREES[1:2] if bench.quick else TARGET_DEGREES
     for seed in bench.seeds:
-        cnn = Cell(group, "cnn (embedder, trained on the 1,600 training images)", "none", "cnn", "fashion-mnist",
-                   {"convs_per_block": 1}, {**SIMILARITY_SPLIT, **({"epochs": 2} if bench.quick else {})})
         cnn_dir = bench.run_dir(group, "embedder-cnn", seed)
+        cnn_shown = f"{OUT}/{cnn_dir.relative_to(bench.out).as_posix()}"
+        cnn = Cell(group, "cnn (embedder, trained on the 1,600 training images)", "none", "cnn", "fashion-mnist",
+                   {"convs_per_block": 1}, {**SIMILARITY_SPLIT, **({"epochs": 2} if bench.quick else {})},
+                   shown_settings={"out": cnn_shown})
         bench.run_cell(cnn, seed, keep=True, run_dir=cnn_dir)
         if not (cnn_dir / "checkpoint.pt").is_file():
             log.warning("bench results: no cnn embedder for seed %d; its similarity rows are skipped", seed)
         embeddings: dict[str, dict[str, Any]] = {"pixels": {"embedder": "pixels"}}
+        shown: dict[str, dict[str, Any]] = {"pixels": {}}
         if (cnn_dir / "checkpoint.pt").is_file():
             embeddings["cnn"] = {"embedder": "trained", "embedder_options": {"run": str(cnn_dir)}}
+            shown["cnn"] = {"embedder_options": {"run": cnn_shown}}
         for emb_name, emb_options in embeddings.items():
-            scores = dataset_scores("fashion-mnist", data_root=bench.data_root, options=emb_options,
-                                    metrics=metrics, seed=seed, **SIMILARITY_SPLIT)
             for metric in metrics:
                 for degree in degrees:
-                    threshold = float(scores.distributions[metric].threshold_for_degree(degree))
                     for model in SIMILARITY_MODELS:
-                        options = {**emb_options, "metric": metric, "mode": "threshold", "threshold": round(threshold, 6)}
+                        # Each seed's graph gets the threshold that gives this mean degree on its own
+                        # embeddings (the converter's ``degree``), so one command serves every seed.
+                        options = {**emb_options, "metric": metric, "degree": degree}
                         cell = Cell(group, f"{emb_name} {metric} degree {degree}: {model}", "similarity", model,
-                                    "fashion-mnist", options, {**SIMILARITY_SPLIT, **epochs})
+                                    "fashion-mnist", options, {**SIMILARITY_SPLIT, **epochs}, shown[emb_name])
                         bench.run_cell(cell, seed)
 
 
@@ -373,7 +380,9 @@ def summarize(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
         sk = [float(r["sklearn_test_accuracy"]) for r in runs if r.get("sklearn_test_accuracy")]
         wall = [float(r["wall_seconds"]) for r in runs if r["wall_seconds"]]
         seeds = sorted({int(r["seed"]) for r in runs})
-        command = runs[0]["command"].rsplit(" --seed ", 1)[0] + " --seed S"
+        # One command for every seed: its --seed, and a per-seed run folder (``...-seedN``), say S.
+        first = runs[0]["command"].rsplit(" --seed ", 1)[0]
+        command = re.sub(rf"-seed{int(runs[0]['seed'])}\b", "-seedS", first) + " --seed S"
         out.append({
             "group": group, "cell": cell, "seeds": len(seeds),
             "val_mean": statistics.fmean(val) if val else None,
@@ -484,5 +493,6 @@ def run_results(out: str | Path, data_root: str | Path, *, groups: Sequence[str]
     summary = summarize(bench.runs.load())
     mode = "--quick (smoke subsets, few epochs: not a result)" if quick else "full protocol"
     header = (f"{machine_header(ceiling)} Seeds {', '.join(map(str, bench.seeds))}; {mode}. In the commands, `{DATA}` is "
-              "the folder holding `FashionMNIST/raw` and `MNIST/raw`; `S` is the seed.")
+              f"the folder holding `FashionMNIST/raw` and `MNIST/raw`; `{OUT}` is this benchmark's --out folder; "
+              "`S` is the seed.")
     return summary, [bench.runs.path, *write_summary(bench.out, summary, header)]

@@ -10,4 +10,4 @@ MODES: tuple[str, ...] = ("threshold", "knn", "mutual")
 #: How edges are weighted.
 WEIGHTS: tuple[str, ...] = ("similarity", "gaussian", "none")
 #: The options that pick one graph (metric and edge rule); commands that span many graphs refuse them.
-GRAPH_CHOICE_OPTIONS: tuple[str, ...] = ("metric", "mode", "threshold", "k")
+GRAPH_CHOICE_OPTIONS: tuple[str, ...] = ("metric", "mode", "threshold", "degree", "k")

@@ -83,6 +83,47 @@ def test_threshold_mode_from_cli_shortcuts(clusters, tmp_path):
     assert (out / "plots" / "degree_distribution.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_degree_sets_the_threshold_for_that_mean_degree(clusters, tmp_path, metric):
+    """``degree`` picks the threshold from every pair's score (600 nodes: 179,700 pairs, all of
+    them), so the graph's mean degree is the target, and the same as ``threshold`` = that value."""
+    result = graphforge.run("similarity", "mlp", dataset="embeddings", data_root=str(clusters), epochs=1,
+                            out=str(tmp_path / "degree"), options={"metric": metric, "degree": 12})
+    m = result.metrics
+    assert abs(m["graph_mean_degree"] - 12) < 0.05, m["graph_mean_degree"]
+    again = graphforge.run("similarity", "mlp", dataset="embeddings", data_root=str(clusters), epochs=1,
+                           out=str(tmp_path / "threshold"), options={"metric": metric, "threshold": m["graph_threshold"]})
+    assert again.metrics["graph_edges"] == m["graph_edges"]
+    resolved = json.loads((tmp_path / "degree" / "resolved.json").read_text())
+    assert resolved["plugin_options"]["converter"] == {"metric": metric, "degree": 12}
+
+
+def test_degree_from_sampled_pairs_is_close():
+    """Over 200,000 pairs the threshold comes from a fixed-seed sample: the degree is near the target."""
+    data = synthetic_splits("vectors", per_class=250, shape=(16,))  # >= 750 nodes: > 200,000 pairs, sampled
+    conv = Similarity(metric="euclidean", degree=8)
+    graph = conv.convert(data)
+    assert abs(graph.edge_index.shape[1] / graph.num_nodes - 8) < 0.5
+    assert Similarity(metric="euclidean", degree=8).threshold_for(conv.embed(data)) == conv.report(None)["graph_threshold"]
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"degree": 0}, "degree must be a number > 0"),
+    ({"degree": "many"}, "degree must be a number > 0"),
+    ({"degree": 5, "threshold": 0.5}, "a threshold or a degree, not both"),
+    ({"degree": 5, "mode": "knn"}, "mode=knn uses k"),
+])
+def test_bad_degree_options(options, match):
+    with pytest.raises(ConfigError, match=match):
+        Similarity(**options)
+
+
+def test_degree_too_large_for_the_nodes_is_a_clear_error():
+    data = synthetic_splits("vectors", per_class=5)
+    with pytest.raises(ConfigError, match="impossible for"):
+        Similarity(degree=10_000).convert(data)
+
+
 def test_memo_reuses_the_graph_across_models(clusters, tmp_path, caplog):
     options = {"metric": "cityblock", "k": 7}
     for model in ("mlp", "gcn"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -67,10 +68,15 @@ class Similarity(Converter):
         metric (str, optional): ``cosine``, ``euclidean``, ``cityblock`` (``l1``), ``chord``,
             ``linf`` (max-norm) or ``ip`` (inner product). (default: ``"cosine"``)
         mode (str, optional): ``threshold``, ``knn`` or ``mutual``; by default
-            ``threshold`` when a threshold is given, else ``knn``. (default: ``None``)
+            ``threshold`` when a threshold or a degree is given, else ``knn``. (default: ``None``)
         k (int, optional): Neighbours per node for ``knn`` / ``mutual``. (default: ``10``)
         threshold (float, optional): Smallest similarity (``cosine``, ``ip``) or largest
             distance (the others) that makes an edge. (default: ``None``)
+        degree (float, optional): Instead of a threshold, the mean degree the threshold graph
+            should have: the threshold is set from the embeddings' pair scores (every pair of
+            nodes, or 200,000 pairs drawn with a fixed seed when there are more; the estimate
+            of ``graphforge scores --target-degree``), and the value used is reported as
+            ``graph_threshold``. Needs no labels, so it leaks nothing. (default: ``None``)
         symmetric (bool, optional): ``knn``: add the reverse of every edge. (default: ``True``)
         self_loops (bool, optional): One self-loop per node. (default: ``False``)
         weight (str, optional): ``similarity``, ``gaussian`` or ``none`` (see
@@ -100,6 +106,7 @@ class Similarity(Converter):
         mode: str | None = None,
         k: int = 10,
         threshold: float | None = None,
+        degree: float | None = None,
         symmetric: bool = True,
         self_loops: bool = False,
         weight: str = "similarity",
@@ -115,9 +122,17 @@ class Similarity(Converter):
         cache_dir: str | None = None,
         features: str = "standard",
     ) -> None:
-        mode = mode if mode is not None else ("threshold" if threshold is not None else "knn")
-        self.metric = check_graph_options(metric, mode, k, threshold, weight, index)
-        self.mode, self.k, self.threshold = mode, k, threshold
+        mode = mode if mode is not None else ("threshold" if threshold is not None or degree is not None else "knn")
+        if degree is not None:
+            if isinstance(degree, bool) or not isinstance(degree, (int, float)) or not math.isfinite(degree) or degree <= 0:
+                raise ConfigError(f"degree must be a number > 0, got {degree!r}")
+            if threshold is not None:
+                raise ConfigError("give a threshold or a degree, not both")
+            if mode != "threshold":
+                raise ConfigError(f"degree sets the threshold of mode=threshold; mode={mode} uses k")
+        # A degree stands for a threshold that is only known once the embeddings are.
+        self.metric = check_graph_options(metric, mode, k, threshold if degree is None else 0.0, weight, index)
+        self.mode, self.k, self.threshold, self.degree = mode, k, threshold, degree
         for name, value in (("symmetric", symmetric), ("self_loops", self_loops), ("cache", cache)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be true or false, got {value!r}")
@@ -136,6 +151,7 @@ class Similarity(Converter):
         self.embedder, self.embedder_options = embedder, dict(embedder_options or {})
         self.embed_batch_size, self.cache, self.cache_dir, self.features = embed_batch_size, cache, cache_dir, features
         self._stats: dict[str, Any] = {}
+        self._threshold: float | None = None  # the last graph's (a degree's, once known)
         self._embedders: dict[str, Embedder] = {}
         if embedder is not None:
             self._make_embedder("images")  # unknown embedder or bad options: fail now, before data loads
@@ -197,11 +213,28 @@ class Similarity(Converter):
             raise DataError(f"similarity: {exc}{where}") from None
 
     # --- the graph --------------------------------------------------------------------------
+    def threshold_for(self, emb: torch.Tensor) -> float | None:
+        """The threshold of the graph over ``emb``: ``threshold``, or the one that gives ``degree``.
+
+        Raises:
+            ConfigError: If ``degree`` is not below the number of other nodes.
+        """
+        if self.degree is None:
+            return self.threshold
+        from graphforge.similarity.scores import DEFAULT_MAX_PAIRS, pair_scores, sample_pairs, threshold_for_degree
+
+        i, j, _ = sample_pairs(len(emb), DEFAULT_MAX_PAIRS, seed=0)
+        t = threshold_for_degree(self.metric, pair_scores(emb, i, j, self.metric), len(emb), float(self.degree))
+        log.info("similarity graph: threshold %.6g for mean degree %g (%s)", t, self.degree, self.metric)
+        return t
+
     def build_graph(self, emb: torch.Tensor) -> SimilarityGraph:
         """Build (or reuse from this process's memo) the graph over ``emb``."""
         from graphforge.engine.runtime import resolve_device
 
-        options = (self.metric, self.mode, self.k, self.threshold, self.symmetric, self.self_loops, self.weight,
+        threshold = self.threshold_for(emb) if self.mode == "threshold" else None
+        self._threshold = threshold
+        options = (self.metric, self.mode, self.k, threshold, self.symmetric, self.self_loops, self.weight,
                    self.index, self.nlist, self.nprobe, self.backend)
         key = (_digest(emb), *options)
         if key in _MEMO:
@@ -209,7 +242,7 @@ class Similarity(Converter):
             log.info("similarity graph: reusing the graph built earlier in this process for these embeddings")
             return _MEMO[key]
         graph = similarity_graph(
-            emb, metric=self.metric, mode=self.mode, k=self.k, threshold=self.threshold, symmetric=self.symmetric,
+            emb, metric=self.metric, mode=self.mode, k=self.k, threshold=threshold, symmetric=self.symmetric,
             self_loops=self.self_loops, weight=self.weight, index=self.index, nlist=self.nlist, nprobe=self.nprobe,
             backend=self.backend, device=resolve_device(self.device))
         _MEMO[key] = graph
@@ -245,6 +278,8 @@ class Similarity(Converter):
         """Graph figures for ``metrics.json``: edges, mean degree, isolated nodes, seconds, recall."""
         keys = ("edges", "mean_degree", "max_degree", "isolated_nodes", "seconds", "recall", "index", "backend")
         out = {f"graph_{k}": self._stats[k] for k in keys if k in self._stats}
+        if self._threshold is not None:
+            out["graph_threshold"] = self._threshold
         if "embed_seconds" in self._stats:
             out["embed_seconds"] = self._stats["embed_seconds"]
         return out
@@ -256,7 +291,7 @@ class Similarity(Converter):
             return []
         from graphforge.similarity.plots import plot_degree_distribution
 
-        what = f"threshold {self.threshold}" if self.mode == "threshold" else f"{self.mode} k={self.k}"
+        what = f"threshold {self._threshold:.6g}" if self.mode == "threshold" else f"{self.mode} k={self.k}"
         path = plot_dir / "degree_distribution.png"
         plot_degree_distribution(degree, path, f"similarity graph: {self.metric}, {what}")
         return [path]
