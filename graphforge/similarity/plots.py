@@ -81,7 +81,7 @@ def plot_score_boxplots(
 
 
 def plot_sweep(summary: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
-    """Test accuracy against the threshold or k: a panel per metric, a line per model (std error bars).
+    """Test accuracy against the threshold, k or degree: a panel per metric and axis, a line per model (std bars).
 
     Args:
         summary: Rows of :func:`graphforge.similarity.sweep.summarize_results`.
@@ -91,7 +91,7 @@ def plot_sweep(summary: Sequence[Mapping[str, Any]], path: Path, title: str) -> 
     panels: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for s in summary:
         if s["runs"]:
-            axis = "threshold" if s["mode"] == "threshold" else "k"
+            axis = s["mode"] if s["mode"] in ("threshold", "degree") else "k"
             panels.setdefault((s["metric"], axis), []).append(s)
     cols = max(1, min(3, len(panels)))
     rows = max(1, -(-len(panels) // cols))
@@ -108,9 +108,9 @@ def plot_sweep(summary: Sequence[Mapping[str, Any]], path: Path, title: str) -> 
             ax.errorbar([e[axis] for e in points], [e["test_accuracy_mean"] for e in points],
                         yerr=[e["test_accuracy_std"] or 0.0 for e in points], marker="o", ms=4, capsize=3,
                         label=model if len(modes) == 1 else f"{model} ({mode})")
-        ax.set_xlabel(axis if axis == "k" else "threshold")
+        ax.set_xlabel({"k": "k", "threshold": "threshold", "degree": "mean degree (threshold graph)"}[axis])
         ax.set_ylabel("test accuracy")
-        ax.set_title(metric if axis == "threshold" else f"{metric}, {'/'.join(sorted(modes))}")
+        ax.set_title(f"{metric}, {'/'.join(sorted(modes))}" if axis == "k" else metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle(f"{title}\nmean ± std over seeds")

@@ -1,4 +1,4 @@
-"""Similarity-graph sweeps: metric x (threshold or k) x seed x model, resumable.
+"""Similarity-graph sweeps: metric x (threshold, k or mean degree) x seed x model, resumable.
 
 Every row is one ordinary run (:func:`graphforge.api.run` with the ``similarity``
 converter), so a sweep gives exactly what ``graphforge run`` gives for the same
@@ -6,11 +6,11 @@ settings. The sweep directory holds:
 
 * ``sweep.json``: the settings every row shares (dataset, options, epochs, ...) and the
   union of the grids run so far;
-* ``results.csv``: one row per (metric, mode, threshold or k, seed, model), appended
+* ``results.csv``: one row per (metric, mode, threshold, k or degree, seed, model), appended
   and synced to disk as soon as the run ends, so a killed sweep loses at most the row
   it was running;
 * ``summary.csv``, ``summary.md``: mean and standard deviation over seeds;
-* ``plots/sweep.png``: test accuracy against the threshold or k;
+* ``plots/sweep.png``: test accuracy against the threshold, k or degree;
 * ``runs/<metric>-<mode>-<param>-seed<seed>-<model>/``: the run directories, kept with
   ``keep_runs`` (and always for failed rows, to diagnose them).
 
@@ -18,6 +18,12 @@ Running the same sweep again with the same directory resumes it: rows already in
 ``results.csv`` are skipped (failed ones too, unless ``retry_failed``), an incomplete
 last line left by a kill is dropped, and only the missing rows run. New grid values
 may be added on a resume; the shared settings may not change.
+
+A sweep over target mean degrees (``degrees``; its rows have mode ``degree``) builds
+threshold graphs with the ``similarity`` converter's ``degree`` option: each row's
+threshold is the one that gives that mean degree on its own embeddings (recorded in the
+row's ``threshold`` column), so one grid serves every metric, whose thresholds are on
+different scales.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -45,15 +52,21 @@ from graphforge.similarity.graph import GRAPH_METRICS, MODES, check_graph_option
 log = logging.getLogger("graphforge.sweep")
 
 RESULT_COLUMNS: tuple[str, ...] = (
-    "metric", "mode", "threshold", "k", "seed", "model", "edges", "mean_degree", "isolated_nodes",
+    "metric", "mode", "threshold", "k", "degree", "seed", "model", "edges", "mean_degree", "isolated_nodes",
     "edge_homophily", "adjusted_homophily", "val_accuracy", "test_accuracy", "seconds", "status", "error",
 )
-#: The columns of sweeps written before the homophily columns (read, then rewritten with them).
-_LEGACY_COLUMNS: tuple[str, ...] = tuple(c for c in RESULT_COLUMNS if not c.endswith("homophily"))
+#: The columns of sweeps written by earlier versions (read, then rewritten with today's columns):
+#: before the degree column, and before the homophily columns too.
+_LEGACY_COLUMNS: tuple[tuple[str, ...], ...] = (
+    tuple(c for c in RESULT_COLUMNS if c != "degree"),
+    tuple(c for c in RESULT_COLUMNS if c != "degree" and not c.endswith("homophily")),
+)
+#: Sweep modes: the converter's, and ``degree`` (threshold graphs set by a target mean degree).
+SWEEP_MODES: tuple[str, ...] = (*MODES, "degree")
 #: Figures averaged over seeds in the summary.
 SUMMARY_FIGURES: tuple[str, ...] = ("val_accuracy", "test_accuracy", "edges", "mean_degree", "isolated_nodes")
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "metric", "mode", "threshold", "k", "model", "runs", "failed",
+    "metric", "mode", "threshold", "k", "degree", "model", "runs", "failed",
     *(f"{f}_{s}" for f in SUMMARY_FIGURES for s in ("mean", "std")),
 )
 #: Graph options a sweep sets itself (its grid axes): refused in ``options``.
@@ -77,7 +90,7 @@ class SweepKey:
         return f"{self.metric}-{self.mode}-{_param_text(self.param)}-seed{self.seed}-{self.model}"
 
     def describe(self) -> str:
-        what = "threshold" if self.mode == "threshold" else f"{self.mode} k"
+        what = self.mode if self.mode in ("threshold", "degree") else f"{self.mode} k"
         return f"{self.metric} {what}={_param_text(self.param)} seed={self.seed} {self.model}"
 
 
@@ -129,10 +142,15 @@ def grid_keys(metrics: Sequence[str], mode: str, params: Sequence[float | int], 
     return [SweepKey(m, mode, p, s, model) for s in seeds for m in metrics for p in params for model in models]
 
 
+def _param_column(mode: str) -> str:
+    """The column (and option) that holds a row's grid value in ``mode``."""
+    return mode if mode in ("threshold", "degree") else "k"
+
+
 def _key_of_row(row: dict[str, str], line: int) -> SweepKey:
     try:
         mode = row["mode"]
-        param: float | int = float(row["threshold"]) if mode == "threshold" else int(row["k"])
+        param: float | int = float(row[_param_column(mode)]) if mode in ("threshold", "degree") else int(row["k"])
         return SweepKey(row["metric"], mode, param, int(row["seed"]), row["model"])
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{RESULTS_FILE} line {line} is malformed: {row}") from None
@@ -179,12 +197,12 @@ class ResultsFile:
             write_text(self.path, self._header())
             return []
         reader = csv.DictReader(io.StringIO(text))
-        legacy = tuple(reader.fieldnames or ()) == _LEGACY_COLUMNS
+        legacy = tuple(reader.fieldnames or ()) in _LEGACY_COLUMNS
         if tuple(reader.fieldnames or ()) != RESULT_COLUMNS and not legacy:
             raise DataError(f"{self.path} does not have the columns of a sweep's results: expected "
                             f"{','.join(RESULT_COLUMNS)}, found {','.join(reader.fieldnames or ())}")
         rows = list(reader)
-        if legacy:  # an older sweep: same rows, with the (empty) homophily columns added
+        if legacy:  # an older sweep: same rows, with the (empty) newer columns added
             self.rewrite(rows)
         seen: dict[SweepKey, int] = {}
         for n, row in enumerate(rows, start=2):
@@ -259,30 +277,47 @@ def _open_sweep(out: Path, settings: dict[str, Any], grid: dict[str, Any]) -> No
 
 # --------------------------------------------------------------------------- checks
 def check_grid(metrics: Sequence[str], mode: str | None, thresholds: Sequence[float], ks: Sequence[int],
-               seeds: Sequence[int], models: Sequence[str]) -> tuple[list[str], str, list[float | int]]:
-    """Validate a grid; return the canonical metrics, the mode and the parameter values.
+               seeds: Sequence[int], models: Sequence[str],
+               degrees: Sequence[float] = ()) -> tuple[list[str], str, list[float | int]]:
+    """Validate a grid; return the canonical metrics, the sweep mode and the parameter values.
+
+    Give exactly one of ``thresholds``, ``ks`` and ``degrees``; degrees sweep mode ``degree``
+    (threshold graphs set by a target mean degree; ``mode`` may then be ``None``, ``threshold``
+    or ``degree``).
 
     Raises:
-        ConfigError: For thresholds and k both or neither given, a mode that does not
-            fit them, a bad metric, threshold or k, or an empty axis.
+        ConfigError: For none or several of thresholds, k and degrees, a mode that does not
+            fit them, a bad metric, threshold, k or degree, or an empty axis.
     """
-    if thresholds and ks:
-        raise ConfigError("give thresholds or k values, not both (run two sweeps into the same --out for both)")
-    if not thresholds and not ks:
-        raise ConfigError("give the thresholds (--threshold) or the k values (--k) to sweep")
+    given = [name for name, values in (("thresholds", thresholds), ("k values", ks), ("degrees", degrees)) if values]
+    if len(given) > 1:
+        raise ConfigError(f"give one of thresholds, k values or degrees, not {' and '.join(given)} (run two sweeps "
+                          "into the same --out for both)")
+    if not given:
+        raise ConfigError("give the thresholds (--threshold), the k values (--k) or the mean degrees (--degree) to sweep")
+    if degrees:
+        if mode not in (None, "threshold", "degree"):
+            raise ConfigError(f"mode {mode} sweeps --k values, not --degree")
+        mode = "degree"
     if mode is None:
         mode = "threshold" if thresholds else "knn"
-    if mode not in MODES:
+    if mode not in SWEEP_MODES:
         raise ConfigError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
-    if mode == "threshold" and ks:
-        raise ConfigError("mode threshold sweeps --threshold values, not --k")
-    if mode != "threshold" and thresholds:
+    if mode in ("threshold", "degree") and ks:
+        raise ConfigError(f"mode {mode} sweeps --{'threshold' if mode == 'threshold' else 'degree'} values, not --k")
+    if mode == "degree" and thresholds:
+        raise ConfigError("mode degree sweeps --degree values, not --threshold")
+    if mode not in ("threshold", "degree") and thresholds:
         raise ConfigError(f"mode {mode} sweeps --k values, not --threshold")
     names = list(dict.fromkeys(check_graph_options(m, "knn", 1, None, "similarity", "auto") for m in metrics))
-    raw = list(thresholds) if mode == "threshold" else list(ks)
+    raw = list(thresholds) if mode == "threshold" else list(degrees) if mode == "degree" else list(ks)
     for p in raw:  # the threshold is checked in mode threshold, k in the others
-        check_graph_options("cosine", mode, p, p, "similarity", "auto")
-    params: list[float | int] = list(dict.fromkeys(float(p) if mode == "threshold" else int(p) for p in raw))
+        if mode == "degree":
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+                raise ConfigError(f"degree must be a number > 0, got {p!r}")
+        else:
+            check_graph_options("cosine", mode, p, p, "similarity", "auto")
+    params: list[float | int] = list(dict.fromkeys(int(p) if _param_column(mode) == "k" else float(p) for p in raw))
     if not names:
         raise ConfigError("no metric to sweep")
     if not seeds:
@@ -312,7 +347,7 @@ def summarize_results(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
         key = _key_of_row(row, n)
         groups.setdefault((key.metric, key.mode, key.param, key.model), []).append(row)
     metric_order = {m: i for i, m in enumerate(GRAPH_METRICS)}
-    mode_order = {m: i for i, m in enumerate(MODES)}
+    mode_order = {m: i for i, m in enumerate(SWEEP_MODES)}
     out = []
     for (metric, mode, param, model), members in sorted(
             groups.items(), key=lambda kv: (metric_order.get(kv[0][0], 99), kv[0][0], mode_order.get(kv[0][1], 9),
@@ -320,7 +355,8 @@ def summarize_results(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
         ok = [r for r in members if r["status"] == "ok"]
         entry: dict[str, Any] = {
             "metric": metric, "mode": mode,
-            "threshold": param if mode == "threshold" else None, "k": param if mode != "threshold" else None,
+            "threshold": param if mode == "threshold" else None, "k": param if _param_column(mode) == "k" else None,
+            "degree": param if mode == "degree" else None,
             "model": model, "runs": len(ok), "failed": len(members) - len(ok),
         }
         for fig in SUMMARY_FIGURES:
@@ -343,12 +379,14 @@ def _pm(mean: float | None, std: float | None, digits: int) -> str:
 
 
 def _param_of(entry: dict[str, Any]) -> str:
+    if entry["mode"] == "degree":
+        return f"degree={_param_text(entry['degree'])}"
     return _param_text(entry["threshold"]) if entry["mode"] == "threshold" else f"k={entry['k']}"
 
 
 def summary_table(summary: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     """The summary as a text table (or a Markdown table)."""
-    head = ["metric", "mode", "threshold / k", "model", "runs", "val accuracy", "test accuracy", "edges",
+    head = ["metric", "mode", "threshold / k / degree", "model", "runs", "val accuracy", "test accuracy", "edges",
             "mean degree", "isolated"]
     body = [[s["metric"], s["mode"], _param_of(s), s["model"],
              f"{s['runs']}" + (f" (+{s['failed']} failed)" if s["failed"] else ""),
@@ -382,7 +420,7 @@ def write_summary(out: Path, rows: Sequence[dict[str, str]], settings: dict[str,
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(SUMMARY_COLUMNS)
     for s in summary:
-        writer.writerow([s[c] if isinstance(s[c], str) else _param_text(s[c]) if c in ("threshold", "k") and s[c] is not None
+        writer.writerow([s[c] if isinstance(s[c], str) else _param_text(s[c]) if c in ("threshold", "k", "degree") and s[c] is not None
                          else _number_text(s[c]) for c in SUMMARY_COLUMNS])
     write_text(out / "summary.csv", buf.getvalue())
     options = ", ".join(f"{k}={v}" for k, v in sorted((settings.get("options") or {}).items())) or "none"
@@ -404,11 +442,9 @@ def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str
 
     from graphforge.api import run as api_run
 
-    options = {**settings["options"], "metric": key.metric, "mode": key.mode,
-               ("threshold" if key.mode == "threshold" else "k"): key.param}
+    options = {**settings["options"], **_graph_options(key.metric, key.mode, key.param)}
     row: dict[str, Any] = {"metric": key.metric, "mode": key.mode, "seed": key.seed, "model": key.model,
-                           "threshold": _param_text(key.param) if key.mode == "threshold" else "",
-                           "k": _param_text(key.param) if key.mode != "threshold" else ""}
+                           "threshold": "", "k": "", "degree": "", _param_column(key.mode): _param_text(key.param)}
     start = time.perf_counter()
     try:
         result = api_run("similarity", key.model, settings["dataset"], options=options, seed=key.seed,
@@ -418,6 +454,8 @@ def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str
         row.update(status="failed", error=message, seconds=f"{time.perf_counter() - start:.3f}")
         return row
     m = result.metrics
+    if key.mode == "degree":  # the threshold this row's embeddings gave for its degree
+        row["threshold"] = _number_text(m.get("graph_threshold"))
     row.update(edges=_number_text(m.get("graph_edges")), mean_degree=_number_text(m.get("graph_mean_degree")),
                isolated_nodes=_number_text(m.get("graph_isolated_nodes")),
                edge_homophily=_number_text(m.get("graph_edge_homophily")),
@@ -425,6 +463,13 @@ def _run_row(key: SweepKey, settings: dict[str, Any], run_dir: Path, device: str
                val_accuracy=_number_text(m["val_accuracy"]), test_accuracy=_number_text(m["test_accuracy"]),
                seconds=f"{time.perf_counter() - start:.3f}", status="ok", error="")
     return row
+
+
+def _graph_options(metric: str, mode: str, param: float | int) -> dict[str, Any]:
+    """The ``similarity`` converter's options for one grid point."""
+    if mode == "degree":
+        return {"metric": metric, "mode": "threshold", "degree": param}
+    return {"metric": metric, "mode": mode, _param_column(mode): param}
 
 
 def _run_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -439,8 +484,7 @@ def _preflight(settings: dict[str, Any], metrics: list[str], mode: str, params: 
     from graphforge.engine.runner import plan_run
 
     for model in dict.fromkeys(models):
-        options = {**settings["options"], "metric": metrics[0], "mode": mode,
-                   ("threshold" if mode == "threshold" else "k"): params[0]}
+        options = {**settings["options"], **_graph_options(metrics[0], mode, params[0])}
         config = RunConfig.from_dict({"converter": "similarity", "model": model, "dataset": settings["dataset"],
                                       "options": options, "device": device, **_run_settings(settings)})
         plan_run(config)
@@ -453,13 +497,13 @@ def sweep_settings(dataset: str = "digits", data_root: str | os.PathLike[str] | 
     """The settings every row of a sweep shares (saved in ``sweep.json``; fixed on resume).
 
     Raises:
-        ConfigError: If ``options`` sets a grid axis (metric, mode, threshold, k).
+        ConfigError: If ``options`` sets a grid axis (metric, mode, threshold, k, degree).
     """
     options = dict(options or {})
     clash = graph_choice_options(options)
     if clash:
-        raise ConfigError(f"option(s) {', '.join(clash)} are the sweep's grid; use --metric, --mode, --threshold "
-                          "or --k instead")
+        raise ConfigError(f"option(s) {', '.join(clash)} are the sweep's grid; use --metric, --mode, --threshold, "
+                          "--k or --degree instead")
     root = str(Path(data_root).expanduser().resolve()) if data_root is not None else None
     return _plain({"dataset": dataset, "data_root": root, "options": options, "epochs": epochs, "lr": lr,
                    "patience": patience, "limit_train": limit_train, "limit_test": limit_test})
@@ -472,6 +516,7 @@ def run_sweep(
     mode: str | None = None,
     thresholds: Sequence[float] = (),
     ks: Sequence[int] = (),
+    degrees: Sequence[float] = (),
     seeds: Sequence[int] = (0,),
     models: Sequence[str] = ("gcn", "mlp"),
     dataset: str = "digits",
@@ -490,9 +535,10 @@ def run_sweep(
 
     Args:
         out: The sweep directory (created; an existing sweep there is resumed).
-        metrics, mode, thresholds, ks, seeds, models: The grid; give ``thresholds`` (mode
-            ``threshold``, the default then) or ``ks`` (mode ``knn``, the default then, or
-            ``mutual``).
+        metrics, mode, thresholds, ks, degrees, seeds, models: The grid; give ``thresholds``
+            (mode ``threshold``, the default then), ``ks`` (mode ``knn``, the default then,
+            or ``mutual``) or ``degrees`` (target mean degrees of threshold graphs: mode
+            ``degree``).
         dataset, data_root, options, epochs, lr, patience, limit_train, limit_test: The
             settings every row shares, as for :func:`graphforge.run` (``None``: the
             engine's defaults for full-graph training).
@@ -509,13 +555,14 @@ def run_sweep(
             something else, or a sweep already running there.
         DataError: For a corrupt ``results.csv``.
     """
-    names, mode, params = check_grid(metrics, mode, thresholds, ks, seeds, models)
+    names, mode, params = check_grid(metrics, mode, thresholds, ks, seeds, models, degrees)
     settings = sweep_settings(dataset, data_root, options, epochs, lr, patience, limit_train, limit_test)
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     models = list(dict.fromkeys(models))
     _preflight(settings, names, mode, params, models, device)
     grid = _plain({"metrics": names, "modes": [mode], "thresholds": params if mode == "threshold" else [],
-                   "k": params if mode != "threshold" else [], "seeds": seeds, "models": models})
+                   "k": params if _param_column(mode) == "k" else [], "degrees": params if mode == "degree" else [],
+                   "seeds": seeds, "models": models})
     out = Path(out)
     if out.exists() and (not out.is_dir() or (
             not (out / SETTINGS_FILE).exists() and any(p.name not in (".sweep.lock", ".graphforge.lock") for p in out.iterdir()))):

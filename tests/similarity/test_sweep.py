@@ -185,13 +185,55 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_rows(runner, tmp_pat
     assert [r["threshold"] for r in rows] == thresholds and all(r["status"] == "ok" for r in rows)
 
 
+def test_degree_sweep_one_grid_for_every_metric(runner, tmp_path):
+    """--degree: each row's threshold is the one its embeddings give for that mean degree,
+    recorded in the row; the row is the run ``-o degree=D`` gives, and a resume skips it."""
+    out = tmp_path / "deg"
+    args = ["--metric", "cosine", "--metric", "euclidean", "--degree", "4", "--degree", "8", "--model", "mlp"]
+    summary, _ = sweep(runner, out, *args)
+    rows = read_rows(out)
+    assert [(r["metric"], r["mode"], r["degree"]) for r in rows] == [
+        ("cosine", "degree", "4.0"), ("cosine", "degree", "8.0"), ("euclidean", "degree", "4.0"),
+        ("euclidean", "degree", "8.0")]
+    assert all(abs(float(r["mean_degree"]) - float(r["degree"])) < 0.5 and r["threshold"] and r["k"] == ""
+               for r in rows), rows
+    cos4 = rows[0]
+    result = graphforge.run("similarity", "mlp", options={"metric": "cosine", "degree": 4, "cache": False},
+                            seed=0, epochs=1, limit_train=100, limit_test=20, out=str(tmp_path / "r"))
+    assert float(cos4["threshold"]) == pytest.approx(result.metrics["graph_threshold"], rel=1e-5)
+    assert int(cos4["edges"]) == result.metrics["graph_edges"]
+    assert [s["degree"] for s in summary["summary"]] == [4.0, 8.0, 4.0, 8.0]
+    assert "degree=4.0" in (out / "summary.md").read_text()
+    assert json.loads((out / "sweep.json").read_text())["grid"]["degrees"] == [4.0, 8.0]
+    again, _ = sweep(runner, out, *args)
+    assert again["ran"] == 0 and again["skipped"] == 4
+
+
+def test_a_sweep_written_before_the_degree_column_resumes(runner, grid, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(grid[0], out)
+    rows = read_rows(out)
+    old_columns = [c for c in RESULT_COLUMNS if c != "degree"]
+    with open(out / "results.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, old_columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    summary, _ = sweep(runner, out, *GRID)
+    assert summary["ran"] == 0 and summary["skipped"] == 16
+    assert list(read_rows(out)[0]) == list(RESULT_COLUMNS) and read_rows(out) == rows
+
+
 @pytest.mark.parametrize("args,message", [
-    (["--threshold", "0.9", "--k", "5"], "not both"),
-    ([], "--threshold values or the --k values"),
+    (["--threshold", "0.9", "--k", "5"], "not --threshold and --k"),
+    ([], "the --threshold values, the --k values or the --degree values"),
     (["--k", "5", "--mode", "threshold"], "mode threshold sweeps --threshold"),
     (["--threshold", "0.9", "--seed", "1", "--seeds", "2"], "--seed values or --seeds N"),
     (["--threshold", "0.9", "-o", "metric=cosine"], "are the sweep's grid"),
     (["--threshold", "0.9", "--model", "nope"], "unknown model 'nope'"),
+    (["--degree", "5", "--k", "3"], "not --k and --degree"),
+    (["--degree", "5", "--mode", "knn"], "mode knn sweeps --k values, not --degree"),
+    (["--degree", "5", "-o", "degree=3"], "are the sweep's grid"),
+    (["--degree", "0"], "is not in the range x>0"),
 ])
 def test_sweep_user_errors(runner, tmp_path, args, message):
     res = runner.invoke(cli, ["sweep", "--out", str(tmp_path / "s"), *args])

@@ -106,8 +106,11 @@ def scores(dataset: str, data_root: Path | None, options: tuple[str, ...], metri
 @click.option("--threshold", "thresholds", multiple=True, type=float,
               help="Threshold (repeatable): similarity >= t for cosine / ip, distance <= t for the others.")
 @click.option("--k", "ks", multiple=True, type=click.IntRange(min=1), help="Neighbours per node (repeatable).")
+@click.option("--degree", "degrees", multiple=True, type=click.FloatRange(min=0, min_open=True),
+              help="Mean degree of a threshold graph (repeatable): each row's threshold is set for it "
+                   "(-o degree of the similarity converter), so one grid fits every metric.")
 @click.option("--mode", type=click.Choice(MODES),
-              help="threshold (the default with --threshold), knn (the default with --k) or mutual.")
+              help="threshold (the default with --threshold or --degree), knn (the default with --k) or mutual.")
 @click.option("--seed", "seeds", multiple=True, type=click.IntRange(min=0), help="Seed (repeatable) [default: 0].")
 @click.option("--seeds", "num_seeds", type=click.IntRange(min=1), help="Seeds 0 .. N-1 (instead of --seed).")
 @click.option("--model", "models", multiple=True, help="Model (repeatable) [default: gcn and mlp].")
@@ -126,11 +129,12 @@ def scores(dataset: str, data_root: Path | None, options: tuple[str, ...], metri
 @click.option("-v", "--verbose", is_flag=True, help="Also show each run's own log.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 def sweep(dataset: str, data_root: Path | None, options: tuple[str, ...], metrics: tuple[str, ...],
-          thresholds: tuple[float, ...], ks: tuple[int, ...], mode: str | None, seeds: tuple[int, ...],
+          thresholds: tuple[float, ...], ks: tuple[int, ...], degrees: tuple[float, ...], mode: str | None,
+          seeds: tuple[int, ...],
           num_seeds: int | None, models: tuple[str, ...], epochs: int | None, lr: float | None, patience: int | None,
           limit_train: int | None, limit_test: int | None, device: str, out: Path | None, keep_runs: bool,
           retry_failed: bool, as_json: bool, verbose: bool, quiet: bool) -> None:
-    """Train models on similarity graphs: metric x (threshold or k) x seed x model.
+    """Train models on similarity graphs: metric x (threshold, k or mean degree) x seed x model.
 
     Each row is one ordinary run (the similarity converter) and is appended to
     OUT/results.csv as soon as it ends. Run the same command again with the same --out
@@ -143,14 +147,16 @@ def sweep(dataset: str, data_root: Path | None, options: tuple[str, ...], metric
     Examples:
       graphforge sweep --metric cosine --threshold 0.8 --threshold 0.9 --seeds 3
       graphforge sweep --metric euclidean --k 5 --k 10 --mode mutual --model gcn --out runs/knn
+      graphforge sweep --metric cosine --metric euclidean --degree 5 --degree 10 --degree 20
     """
     from graphforge.cli.main import _setup_logging
     from graphforge.similarity.sweep import describe_best, run_sweep, summary_table
 
-    if thresholds and ks:
-        raise click.UsageError("give --threshold or --k values, not both")
-    if not thresholds and not ks:
-        raise click.UsageError("give the --threshold values or the --k values to sweep")
+    given = [f"--{name}" for name, values in (("threshold", thresholds), ("k", ks), ("degree", degrees)) if values]
+    if len(given) > 1:
+        raise click.UsageError(f"give --threshold, --k or --degree values, not {' and '.join(given)}")
+    if not given:
+        raise click.UsageError("give the --threshold values, the --k values or the --degree values to sweep")
     if seeds and num_seeds:
         raise click.UsageError("give --seed values or --seeds N, not both")
     _setup_logging(quiet)
@@ -163,7 +169,7 @@ def sweep(dataset: str, data_root: Path | None, options: tuple[str, ...], metric
     out = out or _default_out("sweep")
     try:
         result = run_sweep(
-            out, metrics=metrics or ("cosine",), mode=mode, thresholds=thresholds, ks=ks,
+            out, metrics=metrics or ("cosine",), mode=mode, thresholds=thresholds, ks=ks, degrees=degrees,
             seeds=seeds or tuple(range(num_seeds or 1)), models=models or ("gcn", "mlp"), dataset=dataset,
             data_root=data_root, options=_parse_options(options), epochs=epochs, lr=lr, patience=patience,
             limit_train=limit_train, limit_test=limit_test, device=device, keep_runs=keep_runs,
