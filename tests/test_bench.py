@@ -154,7 +154,8 @@ def test_bench_results_reports_each_run_and_records_failures(tmp_path, monkeypat
     handler.emit = lambda record: records.append(record.getMessage())
     logger = bench_results.log
     logger.addHandler(handler)
-    monkeypatch.setattr(logger, "level", logging.INFO)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not the attribute: it also clears the enabled-for cache
     try:
         bench = bench_results.Bench(tmp_path, "/data", [0, 1])
         cell = bench_results.Cell("g", "cnn", "none", "cnn", "fashion-mnist", {}, {})
@@ -162,6 +163,7 @@ def test_bench_results_reports_each_run_and_records_failures(tmp_path, monkeypat
             bench.run_cell(cell, seed)
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     assert calls == [0, 1]
     assert "bench results: g / cnn, seed 0: validation 0.9123, test 0.9000 (0 s)" in records
     assert any(r.startswith("bench results: g / cnn, seed 1 failed: DataError: broken file") for r in records)
