@@ -102,6 +102,17 @@ class SimilarityGraph:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def check_degree(degree: Any) -> float:
+    """Validate a target mean degree (the ``degree`` of a threshold graph); return it as a float.
+
+    Raises:
+        ConfigError: If it is not a finite number > 0.
+    """
+    if isinstance(degree, bool) or not isinstance(degree, (int, float)) or not math.isfinite(degree) or degree <= 0:
+        raise ConfigError(f"degree must be a number > 0, got {degree!r}")
+    return float(degree)
+
+
 def check_graph_options(metric: str, mode: str, k: Any, threshold: Any, weight: str, index: str) -> str:
     """Validate similarity-graph options; return the canonical metric.
 

@@ -32,7 +32,6 @@ import csv
 import io
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -47,7 +46,7 @@ import numpy as np
 from graphforge._version import __version__
 from graphforge.errors import ConfigError, DataError
 from graphforge.io import write_json, write_text
-from graphforge.similarity.graph import GRAPH_METRICS, MODES, check_graph_options, graph_choice_options
+from graphforge.similarity.graph import GRAPH_METRICS, MODES, check_degree, check_graph_options, graph_choice_options
 
 log = logging.getLogger("graphforge.sweep")
 
@@ -150,7 +149,8 @@ def _param_column(mode: str) -> str:
 def _key_of_row(row: dict[str, str], line: int) -> SweepKey:
     try:
         mode = row["mode"]
-        param: float | int = float(row[_param_column(mode)]) if mode in ("threshold", "degree") else int(row["k"])
+        column = _param_column(mode)
+        param: float | int = int(row[column]) if column == "k" else float(row[column])
         return SweepKey(row["metric"], mode, param, int(row["seed"]), row["model"])
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{RESULTS_FILE} line {line} is malformed: {row}") from None
@@ -289,32 +289,27 @@ def check_grid(metrics: Sequence[str], mode: str | None, thresholds: Sequence[fl
         ConfigError: For none or several of thresholds, k and degrees, a mode that does not
             fit them, a bad metric, threshold, k or degree, or an empty axis.
     """
-    given = [name for name, values in (("thresholds", thresholds), ("k values", ks), ("degrees", degrees)) if values]
+    axes = {"threshold": list(thresholds), "k": list(ks), "degree": list(degrees)}
+    given = [name for name, values in axes.items() if values]
     if len(given) > 1:
-        raise ConfigError(f"give one of thresholds, k values or degrees, not {' and '.join(given)} (run two sweeps "
-                          "into the same --out for both)")
+        raise ConfigError(f"give one of thresholds, k values or degrees, not {' and '.join(f'--{g}' for g in given)} "
+                          "(run two sweeps into the same --out for both)")
     if not given:
         raise ConfigError("give the thresholds (--threshold), the k values (--k) or the mean degrees (--degree) to sweep")
-    if degrees:
-        if mode not in (None, "threshold", "degree"):
-            raise ConfigError(f"mode {mode} sweeps --k values, not --degree")
-        mode = "degree"
+    if degrees and mode in (None, "threshold"):
+        mode = "degree"  # threshold graphs, set by their mean degree
     if mode is None:
         mode = "threshold" if thresholds else "knn"
     if mode not in SWEEP_MODES:
         raise ConfigError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
-    if mode in ("threshold", "degree") and ks:
-        raise ConfigError(f"mode {mode} sweeps --{'threshold' if mode == 'threshold' else 'degree'} values, not --k")
-    if mode == "degree" and thresholds:
-        raise ConfigError("mode degree sweeps --degree values, not --threshold")
-    if mode not in ("threshold", "degree") and thresholds:
-        raise ConfigError(f"mode {mode} sweeps --k values, not --threshold")
+    axis = _param_column(mode)
+    if given[0] != axis:
+        raise ConfigError(f"mode {mode} sweeps --{axis} values, not --{given[0]}")
     names = list(dict.fromkeys(check_graph_options(m, "knn", 1, None, "similarity", "auto") for m in metrics))
-    raw = list(thresholds) if mode == "threshold" else list(degrees) if mode == "degree" else list(ks)
+    raw = axes[axis]
     for p in raw:  # the threshold is checked in mode threshold, k in the others
         if mode == "degree":
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
-                raise ConfigError(f"degree must be a number > 0, got {p!r}")
+            check_degree(p)
         else:
             check_graph_options("cosine", mode, p, p, "similarity", "auto")
     params: list[float | int] = list(dict.fromkeys(int(p) if _param_column(mode) == "k" else float(p) for p in raw))

@@ -124,6 +124,17 @@ def test_degree_too_large_for_the_nodes_is_a_clear_error():
         Similarity(degree=10_000).convert(data)
 
 
+def test_memo_reuses_a_degree_graph_without_estimating_its_threshold_again(clusters, tmp_path, monkeypatch):
+    calls = []
+    estimate = Similarity.threshold_for
+    monkeypatch.setattr(Similarity, "threshold_for", lambda self, emb: calls.append(1) or estimate(self, emb))
+    options = {"metric": "chord", "degree": 6}
+    thresholds = [graphforge.run("similarity", model, dataset="embeddings", data_root=str(clusters), epochs=1,
+                                 out=str(tmp_path / model), options=options).metrics["graph_threshold"]
+                  for model in ("mlp", "gcn")]
+    assert len(calls) == 1 and thresholds[0] == thresholds[1]
+
+
 def test_memo_reuses_the_graph_across_models(clusters, tmp_path, caplog):
     options = {"metric": "cityblock", "k": 7}
     for model in ("mlp", "gcn"):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -41,6 +40,7 @@ from graphforge.errors import ConfigError, DataError
 from graphforge.neighbors import BACKENDS, as_float_matrix
 from graphforge.similarity.graph import (
     SimilarityGraph,
+    check_degree,
     check_graph_options,
     similarity_graph,
 )
@@ -48,9 +48,9 @@ from graphforge.similarity.graph import (
 log = logging.getLogger("graphforge")
 
 FEATURES = ("standard", "raw")
-#: Graphs kept in memory, keyed by the embeddings' content and the graph options, so a
-#: sweep that trains several models on one graph builds it once.
-_MEMO: OrderedDict[tuple[Any, ...], SimilarityGraph] = OrderedDict()
+#: Graphs kept in memory (with their threshold), keyed by the embeddings' content and the
+#: graph options, so a sweep that trains several models on one graph builds it once.
+_MEMO: OrderedDict[tuple[Any, ...], tuple[SimilarityGraph, float | None]] = OrderedDict()
 _MEMO_SIZE = 4
 
 
@@ -124,8 +124,7 @@ class Similarity(Converter):
     ) -> None:
         mode = mode if mode is not None else ("threshold" if threshold is not None or degree is not None else "knn")
         if degree is not None:
-            if isinstance(degree, bool) or not isinstance(degree, (int, float)) or not math.isfinite(degree) or degree <= 0:
-                raise ConfigError(f"degree must be a number > 0, got {degree!r}")
+            check_degree(degree)
             if threshold is not None:
                 raise ConfigError("give a threshold or a degree, not both")
             if mode != "threshold":
@@ -232,20 +231,23 @@ class Similarity(Converter):
         """Build (or reuse from this process's memo) the graph over ``emb``."""
         from graphforge.engine.runtime import resolve_device
 
-        threshold = self.threshold_for(emb) if self.mode == "threshold" else None
-        self._threshold = threshold
-        options = (self.metric, self.mode, self.k, threshold, self.symmetric, self.self_loops, self.weight,
-                   self.index, self.nlist, self.nprobe, self.backend)
+        # Keyed by the options as given (a degree, not the threshold it gives), so a reused
+        # graph does not estimate its threshold again.
+        options = (self.metric, self.mode, self.k, self.threshold, self.degree, self.symmetric, self.self_loops,
+                   self.weight, self.index, self.nlist, self.nprobe, self.backend)
         key = (_digest(emb), *options)
         if key in _MEMO:
             _MEMO.move_to_end(key)
             log.info("similarity graph: reusing the graph built earlier in this process for these embeddings")
-            return _MEMO[key]
+            graph, self._threshold = _MEMO[key]
+            return graph
+        threshold = self.threshold_for(emb) if self.mode == "threshold" else None
+        self._threshold = threshold
         graph = similarity_graph(
             emb, metric=self.metric, mode=self.mode, k=self.k, threshold=threshold, symmetric=self.symmetric,
             self_loops=self.self_loops, weight=self.weight, index=self.index, nlist=self.nlist, nprobe=self.nprobe,
             backend=self.backend, device=resolve_device(self.device))
-        _MEMO[key] = graph
+        _MEMO[key] = (graph, threshold)
         while len(_MEMO) > _MEMO_SIZE:
             _MEMO.popitem(last=False)
         return graph
