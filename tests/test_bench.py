@@ -244,3 +244,37 @@ def test_bench_knn_classifier_real_mnist_whole_and_in_process(runner):
     assert inproc["identical_predictions"] is True and inproc["identical_to_fp32_pass"] is True
     # byte images are on a grid: the int8 pass runs wherever the CPU has VNNI / AMX
     assert inproc["int8_pass"] is bool(inproc["cpu_int8_features"])
+
+
+def test_bench_results_runs_a_command_shared_by_two_groups_once(tmp_path, monkeypatch):
+    """``--quick`` gives fashion-10k and fashion-full the same subset: each such run is made once
+    and recorded under both groups, with the rows its run also wrote (the k sweep's rows)."""
+    import graphforge
+    from graphforge.bench import results as bench_results
+
+    calls = []
+
+    def fake_run(converter, model, dataset, *, seed, **kwargs):
+        calls.append((model, seed))
+        return type("R", (), {"metrics": {"val_accuracy": 0.5, "test_accuracy": 0.25, "train_seconds": 1.0}})()
+
+    monkeypatch.setattr(graphforge, "run", fake_run)
+
+    def after(result, row):
+        return [{**row, "cell": "extra row", "test_accuracy": 0.75}]
+
+    bench = bench_results.Bench(tmp_path, "/data", [0])
+    for group in ("fashion-10k", "fashion-full"):
+        cell = bench_results.Cell(group, "cnn", "none", "cnn", "fashion-mnist", {}, {"limit_train": 10})
+        bench.run_cell(cell, 0, after=after, companions=["extra row"])
+    other = bench_results.Cell("fashion-full", "mlp", "none", "mlp", "fashion-mnist", {}, {"limit_train": 10})
+    bench.run_cell(other, 0)
+    assert calls == [("cnn", 0), ("mlp", 0)]
+    rows = bench_results.RunsFile(tmp_path / "runs.csv").load()
+    assert [(r["group"], r["cell"], r["test_accuracy"]) for r in rows] == [
+        ("fashion-10k", "cnn", "0.250000"), ("fashion-10k", "extra row", "0.750000"),
+        ("fashion-full", "cnn", "0.250000"), ("fashion-full", "extra row", "0.750000"),
+        ("fashion-full", "mlp", "0.250000")]
+    # A different seed's command differs: it runs.
+    bench.run_cell(bench_results.Cell("fashion-full", "cnn", "none", "cnn", "fashion-mnist", {}, {"limit_train": 10}), 1)
+    assert calls[-1] == ("cnn", 1)

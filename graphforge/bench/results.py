@@ -225,11 +225,33 @@ class Bench:
         if row["status"] == "ok":
             self.done[_key(row["group"], row["cell"], row["seed"])] = {k: _text(v) for k, v in row.items()}
 
+    def reuse(self, cell: Cell, seed: int, command: str, companions: Sequence[str]) -> bool:
+        """Record ``cell``'s run from a finished run with the very same command, if there is one.
+
+        Two groups can hold the same run (``--quick`` gives ``fashion-10k`` and ``fashion-full``
+        the same subset): it is run once and its row (and its ``companions``, the rows its run
+        also wrote, e.g. the k sweep's ``knn k=K``) recorded again under this group.
+        """
+        source = next((r for r in self.done.values() if r["command"] == command and r["seed"] == str(seed)
+                       and r["group"] != cell.group), None)
+        if source is None:
+            return False
+        extra = [self.done.get(_key(source["group"], name, seed)) for name in companions]
+        if any(r is None for r in extra):
+            return False
+        for r in [source, *extra]:
+            self.record({**r, "group": cell.group, "cell": cell.name if r is source else r["cell"]})
+        log.info("bench results: %s / %s, seed %d: the same run as %s / %s (recorded again, not rerun)",
+                 cell.group, cell.name, seed, source["group"], source["cell"])
+        return True
+
     def run_cell(self, cell: Cell, seed: int, *, after: Callable[[Any, dict[str, Any]], list[dict[str, Any]]] | None = None,
-                 keep: bool = False, run_dir: Path | None = None) -> Any:
+                 companions: Sequence[str] = (), keep: bool = False, run_dir: Path | None = None) -> Any:
         """Run one cell for one seed unless ``runs.csv`` has it; return the run result (or ``None``).
 
-        ``keep`` keeps the run directory (``run_dir``, by default one under ``out/runs``).
+        ``after`` makes more rows from the run (named ``companions``); a run another group already
+        made with the same command is recorded again, not rerun (:meth:`reuse`). ``keep`` keeps
+        the run directory (``run_dir``, by default one under ``out/runs``) and always runs.
         """
         import shutil
 
@@ -242,9 +264,11 @@ class Bench:
             if not keep or (run_dir / "checkpoint.pt").is_file():
                 return None
             del self.done[_key(cell.group, cell.name, seed)]  # its kept run directory is gone: run it again
+        command = command_line(cell, seed, self.data_root, cell.settings)
+        if not keep and self.reuse(cell, seed, command, companions):
+            return None
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        command = command_line(cell, seed, self.data_root, cell.settings)
         log.info("bench results: %s / %s, seed %d", cell.group, cell.name, seed)
         start = time.perf_counter()
         row: dict[str, Any] = {"group": cell.group, "cell": cell.name, "seed": seed, "command": command}
@@ -327,7 +351,8 @@ def run_fixed_cells(bench: Bench, cells: Sequence[Cell]) -> None:
                 if all(_key(cell.group, f"knn k={k}", seed) in bench.done for k in KNN_SWEEP):
                     continue
                 bench.done.pop(_key(cell.group, cell.name, seed), None)
-                bench.run_cell(cell, seed, after=_knn_rows(bench, cell, seed))
+                bench.run_cell(cell, seed, after=_knn_rows(bench, cell, seed),
+                               companions=[f"knn k={k}" for k in KNN_SWEEP])
             else:
                 bench.run_cell(cell, seed)
 
