@@ -372,12 +372,12 @@ def run_similarity(bench: Bench) -> None:
         bench.run_cell(cnn, seed, keep=True, run_dir=cnn_dir)
         if not (cnn_dir / "checkpoint.pt").is_file():
             log.warning("bench results: no cnn embedder for seed %d; its similarity rows are skipped", seed)
-        embeddings: dict[str, dict[str, Any]] = {"pixels": {"embedder": "pixels"}}
-        shown: dict[str, dict[str, Any]] = {"pixels": {}}
+        # Each embedding: its converter options, and how the command shows them (OUT/..., not this machine's path).
+        embeddings: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {"pixels": ({"embedder": "pixels"}, {})}
         if (cnn_dir / "checkpoint.pt").is_file():
-            embeddings["cnn"] = {"embedder": "trained", "embedder_options": {"run": str(cnn_dir)}}
-            shown["cnn"] = {"embedder_options": {"run": cnn_shown}}
-        for emb_name, emb_options in embeddings.items():
+            embeddings["cnn"] = ({"embedder": "trained", "embedder_options": {"run": str(cnn_dir)}},
+                                 {"embedder_options": {"run": cnn_shown}})
+        for emb_name, (emb_options, shown) in embeddings.items():
             for metric in metrics:
                 for degree in degrees:
                     for model in SIMILARITY_MODELS:
@@ -385,7 +385,7 @@ def run_similarity(bench: Bench) -> None:
                         # embeddings (the converter's ``degree``), so one command serves every seed.
                         options = {**emb_options, "metric": metric, "degree": degree}
                         cell = Cell(group, f"{emb_name} {metric} degree {degree}: {model}", "similarity", model,
-                                    "fashion-mnist", options, {**SIMILARITY_SPLIT, **epochs}, shown[emb_name])
+                                    "fashion-mnist", options, {**SIMILARITY_SPLIT, **epochs}, shown)
                         bench.run_cell(cell, seed)
 
 
