@@ -52,9 +52,10 @@ def test_k_max_is_clamped_to_available_nodes():
     assert int(g.k.max()) <= 15
 
 
-def test_k_head_receives_gradient_from_the_classification_loss():
+@pytest.mark.parametrize("k_per", ["image", "node"])
+def test_k_head_receives_gradient_from_the_classification_loss(k_per):
     torch.manual_seed(0)
-    net = make_net().train()
+    net = make_net(k_per=k_per).train()
     x, y = torch.rand(32, *DIGITS.shape), torch.randint(0, 10, (32,))
     nn.functional.cross_entropy(net(x), y).backward()
     head = net[0].k_head
@@ -63,10 +64,11 @@ def test_k_head_receives_gradient_from_the_classification_loss():
     assert sum(float(g.abs().sum()) for g in grads) > 0
 
 
-def test_training_graph_forward_equals_the_inference_graph():
+@pytest.mark.parametrize("k_per", ["image", "node"])
+def test_training_graph_forward_equals_the_inference_graph(k_per):
     """Straight-through: the hard mask in training is the graph used at inference."""
     torch.manual_seed(0)
-    module = DynKNN(k_min=2, k_max=10).build(EMNIST)
+    module = DynKNN(k_min=2, k_max=10, k_per=k_per).build(EMNIST)
     module.eval()  # freeze BatchNorm statistics so both passes see the same features
     x = torch.rand(4, *EMNIST.shape)
     ref = module(x)
@@ -115,6 +117,9 @@ def test_epoch_metrics_report_k_histogram():
      ({"channels": []}, "channels must be"),
      ({"dynamic": "yes"}, "dynamic must be true or false"),
      ({"stage_k": -1}, "stage_k must be an integer >= 0"),
+     ({"k_per": "edge"}, "k_per must be image or node"),
+     ({"k_per": "node", "learn_k": False}, "k_per=node needs learn_k=true"),
+     ({"k_per": "node", "k_input": "mean+max"}, "k_input applies to k_per=image"),
      ({"bogus": 1}, "no option 'bogus'")],
 )
 def test_bad_options(options, message):
@@ -184,13 +189,13 @@ def test_colour_image_folder_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
-@pytest.mark.parametrize("learn_k", [True, False])
+@pytest.mark.parametrize("learn_k, k_per", [(True, "image"), (False, "image"), (True, "node")])
 @pytest.mark.parametrize("block", ["plain", "grapher"])
-def test_dense_sage_path_equals_the_edge_list_path(learn_k, block, dynamic):
+def test_dense_sage_path_equals_the_edge_list_path(learn_k, k_per, block, dynamic):
     """dyn_knn graphs carry nodes_per_graph: sage aggregates with one batched matmul, same result
     (and the same k-head gradient), whether the graph is built once or rebuilt per layer."""
     torch.manual_seed(0)
-    conv = DynKNN(learn_k=learn_k, k_max=10, dynamic=dynamic)
+    conv = DynKNN(learn_k=learn_k, k_max=10, dynamic=dynamic, k_per=k_per)
     module = conv.build(EMNIST).train()
     model = graphforge.get_model("sage", hidden=32, layers=3, block=block).build(conv.output_spec(EMNIST), 10)
     x = torch.rand(6, *EMNIST.shape)
@@ -300,3 +305,45 @@ def test_stage_graph_block_end_to_end_on_digits(tmp_path):
     r = graphforge.run(converter="dyn_knn", model="sage", epochs=4, limit_train=200, limit_test=100,
                        options={"stage_k": 4}, out=tmp_path / "run", plots=False)
     assert r.metrics["test_accuracy"] > 0.3  # 4 epochs of 200 digits: 0.40 (chance 0.10)
+
+
+def test_per_node_k_gives_each_node_its_own_neighbours():
+    """k_per=node: each node of the inference graph has exactly its own round(k) nearest
+    (a node's in-degree is its k), within its image; an image's k is its nodes' mean."""
+    from graphforge.ops import dense_batched_knn
+
+    torch.manual_seed(0)
+    module = DynKNN(k_min=2, k_max=12, k_per="node").build(EMNIST).eval()
+    with torch.no_grad():  # a head whose k varies between nodes
+        module.k_head[0].weight.normal_(0, 1.0)
+        module.k_head[-1].weight.normal_(0, 1.0)
+    x = torch.rand(5, *EMNIST.shape)
+    g = module(x)
+    with torch.no_grad():
+        fmap = module.encoder(x)
+        k_cont, node_k = module.predict_k(fmap)
+    assert node_k.shape == (5, 49) and int(node_k.min()) >= 2 and int(node_k.max()) <= 12
+    assert node_k.float().std(1).min() > 0  # the k really differs between nodes of an image
+    deg = torch.bincount(g.edge_index[1], minlength=5 * 49)
+    assert torch.equal(deg, node_k.reshape(-1))
+    assert torch.equal(g.edge_index[0] // 49, g.edge_index[1] // 49)
+    assert torch.equal(g.k, node_k.float().mean(1).round().long())
+    # each node's neighbours are its nearest: the full search at k_max, cut at the node's k
+    nodes = g.x.view(5, 49, -1)
+    full, _ = dense_batched_knn(nodes, 12)
+    order = torch.argsort(full[1], stable=True)
+    src, dst = full[0][order], full[1][order]
+    rank = torch.arange(dst.numel()) - (torch.cumsum(torch.bincount(dst, minlength=245), 0)
+                                        - torch.bincount(dst, minlength=245))[dst]
+    keep = rank < node_k.reshape(-1)[dst]
+    want = {(int(a), int(b)) for a, b in zip(src[keep], dst[keep])}
+    assert {(int(a), int(b)) for a, b in g.edge_index.t()} == want
+    stats = module.graphforge_split_metrics()
+    assert stats["node_k_std"] == pytest.approx(float(node_k.double().std(unbiased=False)))
+    assert sum(stats["k_hist"].values()) == 5
+
+
+def test_per_node_k_end_to_end_on_digits(tmp_path):
+    r = graphforge.run(converter="dyn_knn", model="sage", epochs=2, limit_train=200, limit_test=100,
+                       options={"k_per": "node", "dynamic": True}, out=tmp_path / "run", plots=False)
+    assert r.metrics["test_accuracy"] > 0.3 and r.metrics["test_node_k_std"] >= 0

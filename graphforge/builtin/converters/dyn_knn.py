@@ -18,6 +18,10 @@ the gradient of the soft mask (straight-through estimator), so the loss moves k
 up when further neighbours would help and down when they hurt. In eval mode
 the graph is built directly with the per-image ``round(k)``. An optional
 ``k_penalty`` adds ``k_penalty * mean(k / k_max)`` to the loss.
+
+With ``k_per="node"`` the head runs on every node's channels instead of the pooled map and
+each node keeps its own ``round(k)`` nearest (the same straight-through mask, per node); an
+image's ``k`` is then the mean of its nodes' (rounded), and a node's own k is its in-degree.
 """
 
 from __future__ import annotations
@@ -146,15 +150,17 @@ class DynamicKNNGraph(nn.Module):
         ``edge_index [2, E]``, ``batch [B*N]``, ``k [B]`` (the k used for each image) and,
         when training a learned k, ``edge_weight [E]`` (otherwise every edge weighs 1), and
         ``nodes_per_graph`` (N: every graph has the same nodes, which lets ``sage`` aggregate
-        with one batched matrix product).
+        with one batched matrix product). With ``k_per="node"``, ``k`` is each image's mean node k
+        (rounded) and each node has its own k neighbours.
     """
 
     def __init__(self, spec: InputSpec, channels: Sequence[int], k_min: int, k_max: int, k: int, learn_k: bool,
                  pos_encoding: bool, metric: str, tau: float, k_penalty: float, min_side: int,
                  convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", pos_embed: bool = False,
-                 dynamic: bool = False, stage_k: int = 0) -> None:
+                 dynamic: bool = False, stage_k: int = 0, k_per: str = "image") -> None:
         super().__init__()
         self.dynamic = dynamic
+        self.k_per = k_per
         c, h, w = spec.shape
         pools, (fh, fw) = _encoder_plan(h, w, len(channels), min_side)
         self.num_nodes = fh * fw
@@ -180,14 +186,18 @@ class DynamicKNNGraph(nn.Module):
         self._k_sum = 0.0
         self._k_n = 0
         self._eval_k: list[Tensor] = []
+        self._eval_node_k: list[Tensor] = []
 
     def predict_k(self, fmap: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(k_continuous [B], k_hard [B])`` for a feature map."""
+        """Return ``(k_continuous, k_hard)`` for a feature map: ``[B]``, or ``[B, N]`` per node."""
         b = fmap.shape[0]
         if self.k_head is None:
             k = torch.full((b,), float(self.k), device=fmap.device)
             return k, k.long()
-        summary = fmap.mean(dim=(2, 3))
+        if self.k_per == "node":
+            summary = fmap.flatten(2).transpose(1, 2)  # [B, N, C]: each node's own channels
+        else:
+            summary = fmap.mean(dim=(2, 3))
         if self.k_input == "mean+max":
             summary = torch.cat([summary, fmap.amax(dim=(2, 3))], dim=-1)
         s = torch.sigmoid(self.k_head(summary).squeeze(-1).float())
@@ -198,21 +208,28 @@ class DynamicKNNGraph(nn.Module):
         """The KNN graphs of ``nodes [B, N, F]``: ``(edge_index, edge_weight or None)``.
 
         Training a learned k: every node's ``k_max`` nearest, weighted by the straight-through
-        rank mask; otherwise each image's own ``round(k)`` nearest, unweighted.
+        rank mask; otherwise each image's (or node's, ``k [B, N]``) own ``round(k)`` nearest, unweighted.
         """
         from graphforge.nn.conv import group_ranks
         from graphforge.ops import dense_batched_knn
 
         b, n, _ = nodes.shape
+        per_node = k_hard.dim() == 2
         if not (self.training and self.learn_k):
-            edge_index, _ = dense_batched_knn(nodes.detach(), k_hard, metric=self.metric)
-            return edge_index, None  # every kept edge has weight 1; layers then skip the multiply
+            if not per_node:
+                edge_index, _ = dense_batched_knn(nodes.detach(), k_hard, metric=self.metric)
+                return edge_index, None  # every kept edge has weight 1; layers then skip the multiply
+            # One search per image at its largest node k, then each node keeps its own k nearest.
+            edge_index, _ = dense_batched_knn(nodes.detach(), k_hard.amax(1), metric=self.metric)
+            rank, _ = group_ranks(edge_index[1], b * n)
+            return edge_index[:, rank < k_hard.reshape(-1)[edge_index[1]]], None
         edge_index, _ = dense_batched_knn(nodes.detach(), self.k_max, metric=self.metric)
         query = edge_index[1]
         rank, _ = group_ranks(query, b * n)  # the op lists each query's neighbours nearest first
-        graph = query // n
-        soft = torch.sigmoid((k_cont[graph] - rank.to(k_cont.dtype) - 0.5) / self.tau)
-        hard = (rank < k_hard[graph]).to(soft.dtype)
+        owner = query if per_node else query // n  # whose k decides each edge
+        k_soft, k_kept = k_cont.reshape(-1)[owner], k_hard.reshape(-1)[owner]
+        soft = torch.sigmoid((k_soft - rank.to(k_soft.dtype) - 0.5) / self.tau)
+        hard = (rank < k_kept).to(soft.dtype)
         return edge_index, hard + soft - soft.detach()
 
     def _regraph(self, k_cont: Tensor, k_hard: Tensor, h: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -228,14 +245,20 @@ class DynamicKNNGraph(nn.Module):
         if self.pos_encoding:
             nodes = torch.cat([nodes, self.pos.to(nodes.dtype).expand(b, -1, -1)], dim=-1)
         k_cont, k_hard = self.predict_k(fmap)
+        graph_k = (k_cont, k_hard)  # per image, or per node: what every (re)built graph uses
         n = h * w
         edge_index, weight = self._graph(nodes, k_cont, k_hard)
+        node_k = k_hard if k_hard.dim() == 2 else None
+        if node_k is not None:  # an image's k: the mean of its nodes'
+            k_cont, k_hard = k_cont.mean(1), node_k.float().mean(1).round().long()
         if self.training:
             self._k_counts.update(k_hard.tolist())
             self._k_sum += float(k_cont.detach().sum())
             self._k_n += b
         else:
             self._eval_k.append(k_hard.detach().cpu())
+            if node_k is not None:
+                self._eval_node_k.append(node_k.detach().reshape(-1).cpu())
         self._aux = self.k_penalty * (k_cont / self.k_max).mean() if (self.k_penalty and self.learn_k) else None
         batch = torch.arange(b, device=x.device).repeat_interleave(n)
         ptr = torch.arange(b + 1, device=x.device) * n
@@ -244,7 +267,7 @@ class DynamicKNNGraph(nn.Module):
         if self.dynamic:
             # Models that honour ``regraph`` (the graphforge GNNs) rebuild every image's graph,
             # with the same k, from each layer's node features (a dynamic graph, as in DGCNN / ViG).
-            out.regraph = functools.partial(self._regraph, k_cont, k_hard)
+            out.regraph = functools.partial(self._regraph, *graph_k)
         return out
 
     def graphforge_aux_loss(self) -> Tensor | None:
@@ -253,18 +276,23 @@ class DynamicKNNGraph(nn.Module):
         return aux
 
     def graphforge_split_metrics(self) -> dict[str, Any]:
-        """The k of every image predicted since the last call: histogram, mean and std."""
+        """The k of every image predicted since the last call: histogram, mean and std (and, with
+        ``k_per="node"``, ``node_k_std``: the spread of the nodes' own k)."""
         ks, self._eval_k = self._eval_k, []
+        node_ks, self._eval_node_k = self._eval_node_k, []
         if not ks:
             return {}
         k = torch.cat(ks).double()
         counts = torch.bincount(k.long(), minlength=self.k_max + 1)
-        return {
+        out = {
             "mean_k": float(k.mean()),
             "k_std": float(k.std(unbiased=False)),
             "k_hist": {str(v): int(counts[v]) for v in range(self.k_min if self.learn_k else self.k, self.k_max + 1)
                        if counts[v] or self.learn_k},
         }
+        if node_ks:
+            out["node_k_std"] = float(torch.cat(node_ks).double().std(unbiased=False))
+        return out
 
     def graphforge_epoch_metrics(self) -> dict[str, Any]:
         """Mean k and the histogram of predicted k over the epoch's training images."""
@@ -299,6 +327,9 @@ class DynKNN(Converter):
             block: one number for every block, or one per block (e.g. ``[1, 1, 2]``). (default: ``1``)
         k_input (str, optional): What the k head sees: ``mean`` (the globally mean-pooled map) or
             ``mean+max`` (mean- and max-pooled, concatenated). (default: ``"mean"``)
+        k_per (str, optional): ``image`` (one learned k per image) or ``node`` (the head runs on
+            every node's channels and each node keeps its own k nearest; an image's reported k is
+            its nodes' mean). Needs ``learn_k`` and ``k_input="mean"``. (default: ``"image"``)
         dynamic (bool, optional): Rebuild each image's KNN graph, with the same k, from the node
             features of every GNN layer (a dynamic graph, as in DGCNN and ViG) instead of building
             it once from the encoder's map. The graphforge GNNs honour it. (default: ``False``)
@@ -315,7 +346,7 @@ class DynKNN(Converter):
                  learn_k: bool = True, pos_encoding: bool = True, pos_embed: bool = False, metric: str = "euclidean",
                  tau: float = 1.0, k_penalty: float = 0.0, min_side: int = 4,
                  convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", dynamic: bool = False,
-                 stage_k: int = 0) -> None:
+                 stage_k: int = 0, k_per: str = "image") -> None:
         channels = [channels] if isinstance(channels, int) else list(channels)
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"channels must be a list of positive integers, got {channels!r}")
@@ -338,6 +369,13 @@ class DynKNN(Converter):
             raise ValueError(f"k_input must be mean or mean+max, got {k_input!r}")
         if not all(isinstance(v, bool) for v in (learn_k, pos_encoding, pos_embed, dynamic)):
             raise ValueError("learn_k, pos_encoding, pos_embed and dynamic must be true or false")
+        if k_per not in ("image", "node"):
+            raise ValueError(f"k_per must be image or node, got {k_per!r}")
+        if k_per == "node" and not learn_k:
+            raise ValueError("k_per=node needs learn_k=true (a fixed k is the same for every node)")
+        if k_per == "node" and k_input != "mean":
+            raise ValueError("k_input applies to k_per=image (with k_per=node the head sees each node's channels)")
+        self.k_per = k_per
         self.dynamic = dynamic
         self.pos_embed = pos_embed
         self.channels = channels
@@ -376,7 +414,7 @@ class DynKNN(Converter):
         self.check_input(spec)
         return DynamicKNNGraph(spec, self.channels, self.k_min, self.k_max, self.k, self.learn_k, self.pos_encoding,
                                self.metric, self.tau, self.k_penalty, self.min_side, self.convs_per_block, self.k_input,
-                               self.pos_embed, self.dynamic, self.stage_k)
+                               self.pos_embed, self.dynamic, self.stage_k, self.k_per)
 
     def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
         """Plot the distribution of predicted k over the epochs (``k_distribution.png``)."""
