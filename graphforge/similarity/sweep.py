@@ -307,12 +307,12 @@ def check_grid(metrics: Sequence[str], mode: str | None, thresholds: Sequence[fl
         raise ConfigError(f"mode {mode} sweeps --{axis} values, not --{given[0]}")
     names = list(dict.fromkeys(check_graph_options(m, "knn", 1, None, "similarity", "auto") for m in metrics))
     raw = axes[axis]
-    for p in raw:  # the threshold is checked in mode threshold, k in the others
+    for p in raw:  # each value checked as what its axis is: a degree, a threshold or a k
         if mode == "degree":
             check_degree(p)
         else:
             check_graph_options("cosine", mode, p, p, "similarity", "auto")
-    params: list[float | int] = list(dict.fromkeys(int(p) if _param_column(mode) == "k" else float(p) for p in raw))
+    params: list[float | int] = list(dict.fromkeys(int(p) if axis == "k" else float(p) for p in raw))
     if not names:
         raise ConfigError("no metric to sweep")
     if not seeds:
