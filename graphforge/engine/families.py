@@ -215,6 +215,9 @@ class GradientFamily(ModelFamily):
             task = InductiveTask(net, job.data, cfg.batch_size, plan.device, generator, progress,
                                  train_net=train_net, dist=info, augment=augment,
                                  label_smoothing=cfg.label_smoothing)
+            if len(task.holdout_idx):
+                log.info("%d of the %d training samples held out for %d parameters (trained on their loss only)",
+                         len(task.holdout_idx), len(job.data.train), sum(p.numel() for p in task.holdout_params))
         trainer = Trainer(
             task, rundir, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
             lr_schedule=cfg.lr_schedule, patience=cfg.patience, meta=job.meta, generator=generator, dist=info,

@@ -11,10 +11,17 @@ methods, found on any submodule:
 * ``graphforge_epoch_metrics() -> dict`` — merged into the epoch's history row
   (e.g. the mean and histogram of predicted k); called once per epoch after
   training, and the module should reset its accumulators then.
+* ``graphforge_holdout() -> (fraction, parameters) | None`` — parameters fit on a
+  held-out share of the training split instead of the rest of it (e.g. ``dyn_knn``'s k
+  head with ``k_holdout``): :class:`InductiveTask` sets that share aside once, trains the
+  other parameters on the rest, and after every batch gives these parameters the
+  gradient of the loss on a batch of the held-out images (no augmentation), so they
+  follow a held-out loss rather than the training loss.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -30,7 +37,7 @@ from graphforge.core.data import (
     check_graph_splits,
     graph_split_nodes,
 )
-from graphforge.errors import DataError
+from graphforge.errors import ConfigError, DataError
 
 
 class Task(Protocol):
@@ -79,6 +86,43 @@ def split_metrics(net: nn.Module) -> dict[str, Any]:
     return out
 
 
+def holdout_spec(net: nn.Module) -> tuple[float, list[nn.Parameter]]:
+    """The held-out share and parameters the submodules ask for (``graphforge_holdout()``).
+
+    Returns:
+        ``(0.0, [])`` when no module asks for one.
+
+    Raises:
+        ConfigError: Two modules ask for different shares.
+    """
+    fraction, params = 0.0, []
+    for module in net.modules():
+        fn = getattr(module, "graphforge_holdout", None)
+        spec = fn() if fn is not None else None
+        if not spec or not spec[0]:
+            continue
+        if fraction and spec[0] != fraction:
+            raise ConfigError(f"two modules ask for different held-out shares of the training split: "
+                              f"{fraction} and {spec[0]}")
+        fraction = float(spec[0])
+        params.extend(spec[1])
+    return fraction, params
+
+
+def split_holdout(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``(rest, held_out)`` index tensors from ``range(n)``: ``round(fraction * n)`` held out.
+
+    Raises:
+        DataError: Either part would be empty.
+    """
+    n_out = round(fraction * n)
+    if n_out < 1 or n_out >= n:
+        raise DataError(f"a held-out share of {fraction} of {n} training samples leaves "
+                        f"{n_out} held out and {n - n_out} to train on; both must be at least 1")
+    order = torch.randperm(n, generator=generator)
+    return order[n_out:].sort().values, order[:n_out].sort().values
+
+
 def iterate_batches(
     n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, dist: Any = None
 ) -> Iterator[torch.Tensor]:
@@ -106,8 +150,11 @@ def _check_finite_loss(loss: torch.Tensor, where: str) -> None:
 
 
 def _optimise(net: nn.Module, optimizer: torch.optim.Optimizer, logits: torch.Tensor, y: torch.Tensor,
-              epoch: int, label_smoothing: float = 0.0) -> tuple[float, int]:
+              epoch: int, label_smoothing: float = 0.0,
+              before_step: Callable[[], None] | None = None) -> tuple[float, int]:
     """One optimiser step on the cross-entropy of ``logits`` plus the modules' aux losses.
+
+    ``before_step`` runs after the backward pass, before the step (it may replace gradients).
 
     Returns:
         The cross-entropy (label-smoothed when ``label_smoothing`` > 0) and the number of
@@ -119,6 +166,8 @@ def _optimise(net: nn.Module, optimizer: torch.optim.Optimizer, logits: torch.Te
     _check_finite_loss(total, f"epoch {epoch}")
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if before_step is not None:
+        before_step()
     optimizer.step()
     return float(loss.detach()), int((logits.detach().argmax(1) == y).sum())
 
@@ -164,24 +213,64 @@ class InductiveTask:
         self.augment = augment
         self.label_smoothing = label_smoothing
         world = dist.world_size if dist is not None else 1
-        self.steps_per_epoch = math.ceil(math.ceil(len(data.train) / world) / batch_size)
+        # Parameters that learn from a held-out share of the training split (see the module
+        # docstring): the share is drawn once, from the seeded generator, so a resumed run
+        # (whose generator starts from the same seed) sets aside the same images.
+        fraction, self.holdout_params = holdout_spec(net)
+        self.train_idx = torch.arange(len(data.train))
+        self.holdout_idx = torch.zeros(0, dtype=torch.long)
+        if fraction:
+            if dist is not None and dist.active:
+                raise ConfigError("a held-out share of the training split (dyn_knn's k_holdout) "
+                                  "is not supported under torchrun; run it on one process")
+            self.train_idx, self.holdout_idx = split_holdout(len(data.train), fraction, generator)
+        self._holdout_batches: Iterator[torch.Tensor] = iter(())
+        self.steps_per_epoch = math.ceil(math.ceil(len(self.train_idx) / world) / batch_size)
 
     def _split(self, name: str) -> Split:
         return getattr(self.data, name)
+
+    def _next_holdout_batch(self) -> torch.Tensor:
+        """The next batch of held-out indices, reshuffled each time they run out."""
+        idx = next(self._holdout_batches, None)
+        if idx is None:
+            self._holdout_batches = iter([self.holdout_idx[b] for b in iterate_batches(
+                len(self.holdout_idx), self.batch_size, shuffle=True, generator=self.generator)])
+            idx = next(self._holdout_batches)
+        return idx
+
+    def _holdout_step(self, epoch: int) -> None:
+        """Give the held-out parameters the gradient of a held-out batch's loss instead of the
+        training batch's (the other parameters keep the training gradient)."""
+        split = self.data.train
+        idx = self._next_holdout_batch()
+        x, y = split.x[idx].to(self.device), split.y[idx].to(self.device)
+        loss = F.cross_entropy(self.net(x), y)
+        extra = aux_loss(self.net)  # e.g. a penalty on k: it belongs to the held-out objective
+        total = loss if extra is None else loss + extra
+        _check_finite_loss(total, f"epoch {epoch} (held-out batch)")
+        grads = torch.autograd.grad(total, self.holdout_params, allow_unused=True)
+        for p, g in zip(self.holdout_params, grads):
+            p.grad = g
 
     def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
         split = self.data.train
         self.train_net.train()
         total_loss, correct, seen = 0.0, 0, 0
-        batches = iterate_batches(len(split), self.batch_size, shuffle=True, generator=self.generator,
-                                  dist=self.dist)
+        batches = (self.train_idx[b] for b in iterate_batches(len(self.train_idx), self.batch_size, shuffle=True,
+                                                               generator=self.generator, dist=self.dist))
+        # Every epoch's held-out order comes from the generator as it stood when the epoch
+        # began, so a run resumed at an epoch boundary continues exactly.
+        self._holdout_batches = iter(())
+        before_step = functools.partial(self._holdout_step, epoch) if self.holdout_params else None
         for idx in tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {epoch}", leave=False, disable=not self.progress):
             x = split.x[idx]
             if self.augment is not None:
                 x = self.augment(x, self.generator)
             x = x.to(self.device, non_blocking=True)
             y = split.y[idx].to(self.device, non_blocking=True)
-            loss, hits = _optimise(self.net, optimizer, self.train_net(x), y, epoch, self.label_smoothing)
+            loss, hits = _optimise(self.net, optimizer, self.train_net(x), y, epoch, self.label_smoothing,
+                                   before_step)
             total_loss += loss * len(idx)
             correct += hits
             seen += len(idx)

@@ -120,6 +120,9 @@ def test_epoch_metrics_report_k_histogram():
      ({"k_per": "edge"}, "k_per must be image or node"),
      ({"k_per": "node", "learn_k": False}, "k_per=node needs learn_k=true"),
      ({"k_per": "node", "k_input": "mean+max"}, "k_input applies to k_per=image"),
+     ({"k_holdout": 0.6}, "k_holdout must be <= 0.5"),
+     ({"k_holdout": -0.1}, "k_holdout must be >= 0"),
+     ({"k_holdout": 0.1, "learn_k": False}, "k_holdout needs learn_k=true"),
      ({"bogus": 1}, "no option 'bogus'")],
 )
 def test_bad_options(options, message):
@@ -347,3 +350,113 @@ def test_per_node_k_end_to_end_on_digits(tmp_path):
     r = graphforge.run(converter="dyn_knn", model="sage", epochs=2, limit_train=200, limit_test=100,
                        options={"k_per": "node", "dynamic": True}, out=tmp_path / "run", plots=False)
     assert r.metrics["test_accuracy"] > 0.3 and r.metrics["test_node_k_std"] >= 0
+
+
+def _holdout_task(tmp_path, **options):
+    from graphforge.core.data import DataSplits, Split
+    from graphforge.engine.tasks import InductiveTask
+
+    torch.manual_seed(0)
+    conv = graphforge.get_converter("dyn_knn", **options)
+    model = graphforge.get_model("sage", hidden=32, layers=2, dropout=0.0)  # a deterministic forward
+    net = nn.Sequential(conv.build(DIGITS), model.build(conv.output_spec(DIGITS), 10))
+    x, y = torch.rand(100, *DIGITS.shape), torch.arange(100) % 10
+    data = DataSplits(Split(x, y), Split(x[:10], y[:10]), Split(x[:10], y[:10]), num_classes=10, kind="images")
+    return InductiveTask(net, data, 16, torch.device("cpu"), torch.Generator().manual_seed(0))
+
+
+def test_k_holdout_sets_images_aside_and_trains_only_the_k_head_on_them(tmp_path, monkeypatch):
+    task = _holdout_task(tmp_path, k_holdout=0.2)
+    head = task.net[0].k_head
+    assert task.holdout_params == list(head.parameters())
+    assert len(task.holdout_idx) == 20 and len(task.train_idx) == 80 and task.steps_per_epoch == 5
+    assert not set(task.holdout_idx.tolist()) & set(task.train_idx.tolist())
+    # Record which images every forward pass sees and what the head's gradient is at each step.
+    seen, head_grads = [], []
+    forward = task.net.forward
+    monkeypatch.setattr(task.net, "forward", lambda x: seen.append(x.clone()) or forward(x))
+    opt = torch.optim.SGD(task.net.parameters(), lr=0.0)  # nothing moves: gradients can be compared
+    original_step = opt.step
+    opt.step = lambda *a, **k: head_grads.append([p.grad.clone() for p in head.parameters()]) or original_step()
+    task.train_epoch(opt, 1)
+    split_x = task.data.train.x
+    train_rows = {int(i) for i in task.train_idx}
+    held_rows = {int(i) for i in task.holdout_idx}
+
+    def rows(batch):
+        return {int(i) for i in range(len(split_x)) if any(torch.equal(split_x[i], b) for b in batch)}
+
+    assert len(seen) == 10  # a training batch, then a held-out batch, five times
+    for step in range(5):
+        assert rows(seen[2 * step]) <= train_rows and rows(seen[2 * step + 1]) <= held_rows
+    # The head's gradient at each step is the held-out batch's loss gradient, not the training batch's.
+    task.net.train()
+    x_held = seen[1]
+    y_held = torch.stack([task.data.train.y[next(iter(rows(x_held[j:j + 1])))] for j in range(len(x_held))])
+    want = torch.autograd.grad(nn.functional.cross_entropy(forward(x_held), y_held), list(head.parameters()))
+    for got, expected in zip(head_grads[0], want):
+        assert torch.allclose(got, expected, atol=1e-6)
+    # The other parameters keep the training batch's gradient (the head's is replaced, not added).
+    others = [p for n, p in task.net.named_parameters() if not n.startswith("0.k_head")]
+    assert all(p.grad is not None for p in others)
+
+
+def test_k_holdout_runs_and_resumes_exactly(tmp_path, monkeypatch):
+    import json
+
+    from graphforge.engine import tasks as engine_tasks
+    from tests.helpers import interrupted_at
+
+    settings = dict(epochs=3, limit_train=200, limit_test=60, seed=2, patience=0, plots=False,
+                    options={"hidden": 16, "layers": 1, "k_holdout": 0.25})
+    straight = graphforge.run("dyn_knn", "sage", out=str(tmp_path / "straight"), **settings)
+    assert straight.metrics["test_accuracy"] > 0.2 and "mean_k" in straight.history[-1]
+    with interrupted_at(monkeypatch, engine_tasks.InductiveTask, 3), pytest.raises(KeyboardInterrupt):
+        graphforge.run("dyn_knn", "sage", out=str(tmp_path / "stopped"), **settings)
+    assert json.loads((tmp_path / "stopped" / "run.json").read_text())["status"] == "interrupted"
+    resumed = graphforge.run(resume=tmp_path / "stopped")
+    assert [round(h["train_loss"], 6) for h in resumed.history] == [round(h["train_loss"], 6)
+                                                                      for h in straight.history]
+    assert resumed.metrics["test_accuracy"] == straight.metrics["test_accuracy"]
+
+
+def test_holdout_shares_must_agree_and_leave_both_parts():
+    from graphforge.engine.tasks import holdout_spec, split_holdout
+    from graphforge.errors import DataError
+
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    a.graphforge_holdout = lambda: (0.1, list(a.parameters()))
+    b.graphforge_holdout = lambda: (0.2, list(b.parameters()))
+    with pytest.raises(ConfigError, match="different held-out shares"):
+        holdout_spec(nn.Sequential(a, b))
+    assert holdout_spec(nn.Sequential(a))[0] == 0.1 and holdout_spec(nn.Linear(2, 2)) == (0.0, [])
+    with pytest.raises(DataError, match="leaves 0 held out"):
+        split_holdout(3, 0.1, torch.Generator().manual_seed(0))
+
+
+def test_k_holdout_is_refused_under_torchrun(tmp_path):
+    from types import SimpleNamespace
+
+    from graphforge.engine.tasks import InductiveTask
+
+    task = _holdout_task(tmp_path, k_holdout=0.2)
+    with pytest.raises(ConfigError, match="not supported under torchrun"):
+        InductiveTask(task.net, task.data, 16, torch.device("cpu"), torch.Generator().manual_seed(0),
+                      dist=SimpleNamespace(active=True, world_size=2))
+
+
+def test_plot_test_k_script_reads_each_test_images_k(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "plot_test_k.py"
+    spec = importlib.util.spec_from_file_location("plot_test_k", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    r = graphforge.run("dyn_knn", "sage", epochs=1, limit_train=200, limit_test=100, out=tmp_path / "run",
+                       plots=False, options={"hidden": 16, "layers": 1})
+    k, y, names = script.test_k(tmp_path / "run", None)
+    assert len(k) == len(y) == 100 and names[0] == "0"
+    assert float(k.double().mean()) == pytest.approx(r.metrics["test_mean_k"])
+    assert script.main([str(tmp_path / "run"), "--out", str(tmp_path / "k.png")]) == 0
+    assert (tmp_path / "k.png").is_file() and "mean k per class" in capsys.readouterr().out

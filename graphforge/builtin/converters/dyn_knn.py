@@ -157,9 +157,10 @@ class DynamicKNNGraph(nn.Module):
     def __init__(self, spec: InputSpec, channels: Sequence[int], k_min: int, k_max: int, k: int, learn_k: bool,
                  pos_encoding: bool, metric: str, tau: float, k_penalty: float, min_side: int,
                  convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", pos_embed: bool = False,
-                 dynamic: bool = False, stage_k: int = 0, k_per: str = "image") -> None:
+                 dynamic: bool = False, stage_k: int = 0, k_per: str = "image", k_holdout: float = 0.0) -> None:
         super().__init__()
         self.dynamic = dynamic
+        self.k_holdout = k_holdout
         self.k_per = k_per
         c, h, w = spec.shape
         pools, (fh, fw) = _encoder_plan(h, w, len(channels), min_side)
@@ -270,6 +271,12 @@ class DynamicKNNGraph(nn.Module):
             out.regraph = functools.partial(self._regraph, *graph_k)
         return out
 
+    def graphforge_holdout(self) -> tuple[float, list[nn.Parameter]] | None:
+        """With ``k_holdout`` > 0: the k head learns from that share of the training split, held out."""
+        if not self.k_holdout or self.k_head is None:
+            return None
+        return self.k_holdout, list(self.k_head.parameters())
+
     def graphforge_aux_loss(self) -> Tensor | None:
         """The optional penalty on the expected k (see :class:`DynKNN`)."""
         aux, self._aux = self._aux, None
@@ -336,6 +343,10 @@ class DynKNN(Converter):
         stage_k (int, optional): When > 0, a residual KNN-graph block with this k also runs inside
             the encoder, on the map before its last pooling (14 x 14 nodes on 28 x 28 images; see
             :class:`MapGraphBlock`). ``0``: none. (default: ``0``)
+        k_holdout (float, optional): When > 0, this share of the training split is held out and
+            the k head learns only from the loss on it (a validation-loss signal), while the rest
+            of the network trains on the other images. Needs ``learn_k``; ``0``: the k head
+            learns from the training loss like the rest. (default: ``0.0``)
     """
 
     name = "dyn_knn"
@@ -346,7 +357,7 @@ class DynKNN(Converter):
                  learn_k: bool = True, pos_encoding: bool = True, pos_embed: bool = False, metric: str = "euclidean",
                  tau: float = 1.0, k_penalty: float = 0.0, min_side: int = 4,
                  convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", dynamic: bool = False,
-                 stage_k: int = 0, k_per: str = "image") -> None:
+                 stage_k: int = 0, k_per: str = "image", k_holdout: float = 0.0) -> None:
         channels = [channels] if isinstance(channels, int) else list(channels)
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"channels must be a list of positive integers, got {channels!r}")
@@ -375,6 +386,10 @@ class DynKNN(Converter):
             raise ValueError("k_per=node needs learn_k=true (a fixed k is the same for every node)")
         if k_per == "node" and k_input != "mean":
             raise ValueError("k_input applies to k_per=image (with k_per=node the head sees each node's channels)")
+        k_holdout = check_float(k_holdout, "k_holdout", minimum=0.0, maximum=0.5)
+        if k_holdout and not learn_k:
+            raise ValueError("k_holdout needs learn_k=true (a fixed k has no head to train)")
+        self.k_holdout = float(k_holdout)
         self.k_per = k_per
         self.dynamic = dynamic
         self.pos_embed = pos_embed
@@ -414,7 +429,7 @@ class DynKNN(Converter):
         self.check_input(spec)
         return DynamicKNNGraph(spec, self.channels, self.k_min, self.k_max, self.k, self.learn_k, self.pos_encoding,
                                self.metric, self.tau, self.k_penalty, self.min_side, self.convs_per_block, self.k_input,
-                               self.pos_embed, self.dynamic, self.stage_k, self.k_per)
+                               self.pos_embed, self.dynamic, self.stage_k, self.k_per, self.k_holdout)
 
     def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
         """Plot the distribution of predicted k over the epochs (``k_distribution.png``)."""
