@@ -16,7 +16,9 @@ methods, found on any submodule:
   head with ``k_holdout``): :class:`InductiveTask` sets that share aside once, trains the
   other parameters on the rest, and after every batch gives these parameters the
   gradient of the loss on a batch of the held-out images (no augmentation), so they
-  follow a held-out loss rather than the training loss.
+  follow a held-out loss rather than the training loss. While that batch runs, the task
+  sets ``graphforge_holdout_pass = True`` on those modules (so they can leave the
+  held-out images out of what they count for the training epoch), ``False`` otherwise.
 """
 
 from __future__ import annotations
@@ -245,7 +247,15 @@ class InductiveTask:
         split = self.data.train
         idx = self._next_holdout_batch()
         x, y = split.x[idx].to(self.device), split.y[idx].to(self.device)
-        loss = F.cross_entropy(self.net(x), y)
+        asking = [m for m in self.net.modules() if hasattr(m, "graphforge_holdout")]
+        for module in asking:
+            module.graphforge_holdout_pass = True
+        try:
+            logits = self.net(x)
+        finally:
+            for module in asking:
+                module.graphforge_holdout_pass = False
+        loss = F.cross_entropy(logits, y)
         extra = aux_loss(self.net)  # e.g. a penalty on k: it belongs to the held-out objective
         total = loss if extra is None else loss + extra
         _check_finite_loss(total, f"epoch {epoch} (held-out batch)")

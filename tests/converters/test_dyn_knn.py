@@ -379,6 +379,9 @@ def test_k_holdout_sets_images_aside_and_trains_only_the_k_head_on_them(tmp_path
     original_step = opt.step
     opt.step = lambda *a, **k: head_grads.append([p.grad.clone() for p in head.parameters()]) or original_step()
     task.train_epoch(opt, 1)
+    module = task.net[0]
+    assert module._k_n == 80 and sum(module.graphforge_epoch_metrics()["k_hist"].values()) == 80  # not the held-out
+    assert not module.graphforge_holdout_pass and not module._eval_k
     split_x = task.data.train.x
     train_rows = {int(i) for i in task.train_idx}
     held_rows = {int(i) for i in task.holdout_idx}

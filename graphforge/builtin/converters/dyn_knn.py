@@ -161,6 +161,7 @@ class DynamicKNNGraph(nn.Module):
         super().__init__()
         self.dynamic = dynamic
         self.k_holdout = k_holdout
+        self.graphforge_holdout_pass = False  # set by the task while a held-out batch runs
         self.k_per = k_per
         c, h, w = spec.shape
         pools, (fh, fw) = _encoder_plan(h, w, len(channels), min_side)
@@ -253,9 +254,10 @@ class DynamicKNNGraph(nn.Module):
         if node_k is not None:  # an image's k: the mean of its nodes'
             k_cont, k_hard = k_cont.mean(1), node_k.float().mean(1).round().long()
         if self.training:
-            self._k_counts.update(k_hard.tolist())
-            self._k_sum += float(k_cont.detach().sum())
-            self._k_n += b
+            if not self.graphforge_holdout_pass:  # the epoch's k counts the training images only
+                self._k_counts.update(k_hard.tolist())
+                self._k_sum += float(k_cont.detach().sum())
+                self._k_n += b
         else:
             self._eval_k.append(k_hard.detach().cpu())
             if node_k is not None:
