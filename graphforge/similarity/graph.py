@@ -113,8 +113,12 @@ def check_degree(degree: Any) -> float:
     return float(degree)
 
 
-def check_graph_options(metric: str, mode: str, k: Any, threshold: Any, weight: str, index: str) -> str:
+def check_graph_options(metric: str, mode: str, k: Any, threshold: Any, weight: str, index: str,
+                        degree: Any = None) -> str:
     """Validate similarity-graph options; return the canonical metric.
+
+    With ``mode="threshold"`` a ``degree`` (checked by :func:`check_degree`) may stand for the
+    threshold, which is then only known once the embeddings are.
 
     Raises:
         ConfigError: Naming the bad option.
@@ -124,9 +128,10 @@ def check_graph_options(metric: str, mode: str, k: Any, threshold: Any, weight: 
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
     if mode == "threshold":
-        if threshold is None:
+        if threshold is None and degree is None:
             raise ConfigError("mode=threshold needs a threshold (e.g. -o threshold=0.8)")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or not math.isfinite(threshold)):
             raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
     else:
         check_int(k, "k", minimum=1)

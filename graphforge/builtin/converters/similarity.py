@@ -129,8 +129,7 @@ class Similarity(Converter):
                 raise ConfigError("give a threshold or a degree, not both")
             if mode != "threshold":
                 raise ConfigError(f"degree sets the threshold of mode=threshold; mode={mode} uses k")
-        # A degree stands for a threshold that is only known once the embeddings are.
-        self.metric = check_graph_options(metric, mode, k, threshold if degree is None else 0.0, weight, index)
+        self.metric = check_graph_options(metric, mode, k, threshold, weight, index, degree)
         self.mode, self.k, self.threshold, self.degree = mode, k, threshold, degree
         for name, value in (("symmetric", symmetric), ("self_loops", self_loops), ("cache", cache)):
             if not isinstance(value, bool):
