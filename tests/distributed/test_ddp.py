@@ -24,6 +24,15 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "GRAPHFORGE_DIST_TIMEOUT": "60", **extra}
 
 
+def _rank_of(pid: int) -> str | None:
+    """The ``RANK`` in a process's environment (``None`` if unreadable or unset)."""
+    try:
+        environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return None
+    return next((v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"RANK=")), None)
+
+
 def _torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "graphforge", "run", *args]
@@ -77,7 +86,9 @@ def test_a_dying_rank_is_an_error_and_the_run_resumes(tmp_path):
         workers = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "graphforge"], capture_output=True, text=True)
         pids = [int(p) for p in workers.stdout.split()]
         assert len(pids) == 2
-        os.kill(pids[-1], signal.SIGKILL)  # one rank dies mid-run
+        # Rank 1 dies mid-run (found by its RANK, not by pid order, which need not follow the
+        # ranks): rank 0, which owns the run directory, must then mark the run as ended.
+        os.kill(next(p for p in pids if _rank_of(p) == "1"), signal.SIGKILL)
         _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
