@@ -105,6 +105,41 @@ def test_sigterm_records_interrupted_and_resume_keeps_started(tmp_path):
     assert result.metrics["epochs"] == len(_history(run_dir))
 
 
+_SIGTERM_WHILE_FAILING = """
+import os, signal, sys
+import graphforge
+from graphforge.engine import tasks
+from graphforge.engine.rundir import RunDirectory
+
+def fail(self, optimizer, epoch):
+    raise RuntimeError("a peer went away")  # as gloo reports a dead rank
+
+write = RunDirectory.write_status
+
+def write_status(self, status, **info):
+    if status != "running":  # torchrun's SIGTERM (twice) lands while the failure is recorded
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+    write(self, status, **info)
+
+tasks.InductiveTask.train_epoch = fail
+RunDirectory.write_status = write_status
+try:
+    graphforge.run("none", "mlp", epochs=2, limit_train=100, limit_test=40, out=sys.argv[1], plots=False)
+except RuntimeError as exc:
+    print("raised", exc)
+"""
+
+
+def test_a_sigterm_while_a_failure_is_recorded_waits_for_the_status(tmp_path):
+    res = subprocess.run([sys.executable, "-c", _SIGTERM_WHILE_FAILING, str(tmp_path / "r")], env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]  # not killed by the signals: they waited
+    assert "raised a peer went away" in res.stdout
+    status = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert status["status"] == "failed" and "a peer went away" in status["error"]
+
+
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_epoch_1(tmp_path):
     run = graphforge.run("none", "mlp", epochs=2, out=str(tmp_path / "early"), plots=False, limit_train=60)
     for name in ("last.pt", "checkpoint.pt", "history.json", "history.csv", "metrics.json"):

@@ -298,19 +298,38 @@ class Terminated(KeyboardInterrupt):
     """The run got SIGTERM (recorded as ``interrupted``, like Ctrl-C; ``--resume`` continues it)."""
 
 
-@contextmanager
-def _terminate_as_interrupt() -> Any:
-    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _SigtermScope:
+    """While active, the first SIGTERM raises :class:`Terminated`; any later one, or one after
+    :meth:`defer`, is only remembered, so the run can still record how it ended (under
+    torchrun the agent sends SIGTERM to the other ranks as soon as one fails)."""
 
-    def handler(signum: int, frame: Any) -> None:
+    def __init__(self) -> None:
+        self.deferred = False
+        self.pending = False
+
+    def defer(self) -> None:
+        """From now on a SIGTERM waits until the scope ends."""
+        self.deferred = True
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.deferred:
+            self.pending = True
+            return
+        self.deferred = True
         raise Terminated(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+
+@contextmanager
+def _terminate_as_interrupt() -> Any:
+    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only); yields
+    the :class:`_SigtermScope`."""
+    scope = _SigtermScope()
+    if threading.current_thread() is not threading.main_thread():
+        yield scope
+        return
+    previous = signal.signal(signal.SIGTERM, scope.handler)
     try:
-        yield
+        yield scope
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -382,27 +401,37 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
         log.info("data: %s  %s  train %d / val %d / test %d, %d classes", cfg.dataset, tuple(spec.shape),
                  len(data.train), len(data.val), len(data.test), data.num_classes)
 
-        try:
-            with _terminate_as_interrupt():
+        # How the run ended is written with SIGTERM held back: a SIGTERM that arrives while
+        # the failure of another rank is being handled must not stop rank 0 before it has
+        # marked the run (the status stays "running" only if the process is SIGKILLed).
+        ended: BaseException | None = None
+        with _terminate_as_interrupt() as sigterm:
+            try:
                 try:
-                    results, history, extra = family.train(job, rundir, resume=resume is not None,
-                                                           progress=progress and info.main)
-                except RuntimeError as exc:
-                    raise distributed.translate_failure(exc, info) from None
-                if graph is not None:
-                    extra.update(_graph_metrics(graph))
-                metrics = _finish(plan, rundir, data, results, history, extra) if info.main else None
-                metrics = distributed.broadcast_object(metrics, info)
-        except KeyboardInterrupt as exc:
+                    try:
+                        results, history, extra = family.train(job, rundir, resume=resume is not None,
+                                                               progress=progress and info.main)
+                    except RuntimeError as exc:
+                        raise distributed.translate_failure(exc, info) from None
+                    if graph is not None:
+                        extra.update(_graph_metrics(graph))
+                    metrics = _finish(plan, rundir, data, results, history, extra) if info.main else None
+                    metrics = distributed.broadcast_object(metrics, info)
+                except BaseException as exc:
+                    ended = exc
+                sigterm.defer()
+            except Terminated as late:  # the one SIGTERM came just as the run ended
+                ended = ended or late
+                sigterm.defer()
             if info.main:
-                rundir.write_status("interrupted", signal="SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
-            raise
-        except BaseException as exc:
-            if info.main:
-                rundir.write_status("failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        if info.main:
-            rundir.write_status("completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                if isinstance(ended, KeyboardInterrupt):
+                    rundir.write_status("interrupted", signal="SIGTERM" if isinstance(ended, Terminated) else "SIGINT")
+                elif ended is not None:
+                    rundir.write_status("failed", error=f"{type(ended).__name__}: {ended}")
+                else:
+                    rundir.write_status("completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if ended is not None:
+            raise ended
         val = metrics["val_accuracy"]
         log.info("test accuracy %.4f  (val %s)  -> %s", metrics["test_accuracy"],
                  "-" if val is None else f"{val:.4f}", rundir.path)
