@@ -84,3 +84,16 @@ def check_device(device: Any) -> str:
     if not isinstance(device, str) or not (text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
     return text
+
+
+def holdout_size(n: int, fraction: float, what: str = "training samples") -> int:
+    """How many of ``n`` samples a held-out share ``fraction`` sets aside (``round(fraction * n)``).
+
+    Raises:
+        ConfigError: Either the held-out part or the rest would be empty.
+    """
+    n_out = round(fraction * n)
+    if n_out < 1 or n_out >= n:
+        raise ConfigError(f"a held-out share of {fraction:g} of {n} {what} leaves {n_out} held out and "
+                          f"{n - n_out} to train on; both must be at least 1")
+    return n_out

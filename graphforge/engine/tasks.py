@@ -115,12 +115,11 @@ def split_holdout(n: int, fraction: float, generator: torch.Generator) -> tuple[
     """Draw ``(rest, held_out)`` index tensors from ``range(n)``: ``round(fraction * n)`` held out.
 
     Raises:
-        DataError: Either part would be empty.
+        ConfigError: Either part would be empty.
     """
-    n_out = round(fraction * n)
-    if n_out < 1 or n_out >= n:
-        raise DataError(f"a held-out share of {fraction} of {n} training samples leaves "
-                        f"{n_out} held out and {n - n_out} to train on; both must be at least 1")
+    from graphforge.checks import holdout_size
+
+    n_out = holdout_size(n, fraction)
     order = torch.randperm(n, generator=generator)
     return order[n_out:].sort().values, order[:n_out].sort().values
 

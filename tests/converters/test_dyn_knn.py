@@ -425,7 +425,6 @@ def test_k_holdout_runs_and_resumes_exactly(tmp_path, monkeypatch):
 
 def test_holdout_shares_must_agree_and_leave_both_parts():
     from graphforge.engine.tasks import holdout_spec, split_holdout
-    from graphforge.errors import DataError
 
     a, b = nn.Linear(2, 2), nn.Linear(2, 2)
     a.graphforge_holdout = lambda: (0.1, list(a.parameters()))
@@ -433,8 +432,15 @@ def test_holdout_shares_must_agree_and_leave_both_parts():
     with pytest.raises(ConfigError, match="different held-out shares"):
         holdout_spec(nn.Sequential(a, b))
     assert holdout_spec(nn.Sequential(a))[0] == 0.1 and holdout_spec(nn.Linear(2, 2)) == (0.0, [])
-    with pytest.raises(DataError, match="leaves 0 held out"):
+    with pytest.raises(ConfigError, match="leaves 0 held out"):
         split_holdout(3, 0.1, torch.Generator().manual_seed(0))
+
+
+def test_k_holdout_on_too_few_images_is_refused_before_the_run_directory(tmp_path):
+    with pytest.raises(ConfigError, match="of 2 training images .dyn_knn's k_holdout. leaves 0 held out"):
+        graphforge.run("dyn_knn", "sage", epochs=1, limit_train=2, limit_test=20, out=tmp_path / "r",
+                       options={"k_holdout": 0.1})
+    assert not (tmp_path / "r").exists()
 
 
 def test_k_holdout_is_refused_under_torchrun(tmp_path):

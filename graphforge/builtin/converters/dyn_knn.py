@@ -36,9 +36,9 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from graphforge.checks import check_float
+from graphforge.checks import check_float, holdout_size
 from graphforge.core.converter import Converter
-from graphforge.core.data import InputSpec
+from graphforge.core.data import DataSplits, InputSpec
 from graphforge.errors import ConfigError
 from graphforge.neighbors.metrics import get_metric, list_metrics
 from graphforge.nn.grapher import GrapherBlock
@@ -421,6 +421,11 @@ class DynKNN(Converter):
                 f"dyn_knn: images of {spec.shape[1]}x{spec.shape[2]} give only {n} graph nodes after the encoder, "
                 f"but k={needed - 1} needs at least {needed}; use larger images or a smaller k_min / k"
             )
+
+    def check_data(self, data: DataSplits) -> None:
+        """With ``k_holdout``: refuse a training split too small to hold out a share of."""
+        if self.k_holdout:
+            holdout_size(len(data.train), self.k_holdout, "training images (dyn_knn's k_holdout)")
 
     def output_spec(self, spec: InputSpec) -> InputSpec:
         """Graphs whose nodes carry the last block's channels (+ 2 coordinates)."""
