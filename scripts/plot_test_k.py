@@ -53,15 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     width = 0.8 / len(results)
     names = results[0][2]
     print("mean k per class:", ", ".join(labels))
+    class_means = []  # per run: each class's mean k, formatted for the printed table
     for i, ((k, y, _), label) in enumerate(zip(results, labels)):
         counts = torch.bincount(k - lo, minlength=hi - lo + 1)
         hist_ax.bar(torch.arange(lo, hi + 1) + (i - (len(results) - 1) / 2) * width, counts, width=width,
                     label=f"{label}: mean {k.double().mean():.2f}, std {k.double().std(unbiased=False):.2f}")
         per_class = torch.stack([k[y == c].double().mean() for c in range(len(names))])
         class_ax.plot(range(len(names)), per_class, marker="o", label=label)
-        results[i] = (k, y, [f"{v:.2f}" for v in per_class.tolist()])  # type: ignore[assignment]
+        class_means.append([f"{v:.2f}" for v in per_class.tolist()])
     for c, name in enumerate(names):
-        print(f"  {name:>12}: " + "  ".join(r[2][c] for r in results))
+        print(f"  {name:>12}: " + "  ".join(means[c] for means in class_means))
     hist_ax.set(xlabel="k per test image", ylabel="test images", title=f"k on the {len(results[0][0]):,} test images")
     hist_ax.legend(fontsize=8)
     class_ax.set_xticks(range(len(names)), names, rotation=30, ha="right")

@@ -134,7 +134,7 @@ except RuntimeError as exc:
 def test_a_sigterm_while_a_failure_is_recorded_waits_for_the_status(tmp_path):
     res = subprocess.run([sys.executable, "-c", _SIGTERM_WHILE_FAILING, str(tmp_path / "r")], env=_env(),
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]  # not killed by the signals: they waited
+    assert res.returncode == 0, res.stderr[-2000:]  # not killed by the signals: they were held back
     assert "raised a peer went away" in res.stdout
     status = json.loads((tmp_path / "r" / "run.json").read_text())
     assert status["status"] == "failed" and "a peer went away" in status["error"]

@@ -300,23 +300,20 @@ class Terminated(KeyboardInterrupt):
 
 class _SigtermScope:
     """While active, the first SIGTERM raises :class:`Terminated`; any later one, or one after
-    :meth:`defer`, is only remembered, so the run can still record how it ended (under
-    torchrun the agent sends SIGTERM to the other ranks as soon as one fails)."""
+    :meth:`defer`, is ignored, so the run can still record how it ended (under torchrun the
+    agent sends SIGTERM to the other ranks as soon as one fails)."""
 
     def __init__(self) -> None:
         self.deferred = False
-        self.pending = False
 
     def defer(self) -> None:
-        """From now on a SIGTERM waits until the scope ends."""
+        """From now on a SIGTERM is ignored until the scope ends."""
         self.deferred = True
 
     def handler(self, signum: int, frame: Any) -> None:
-        if self.deferred:
-            self.pending = True
-            return
-        self.deferred = True
-        raise Terminated(f"signal {signum}")
+        if not self.deferred:
+            self.deferred = True
+            raise Terminated(f"signal {signum}")
 
 
 @contextmanager
@@ -419,10 +416,10 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
                     metrics = distributed.broadcast_object(metrics, info)
                 except BaseException as exc:
                     ended = exc
-                sigterm.defer()
+                finally:
+                    sigterm.defer()
             except Terminated as late:  # the one SIGTERM came just as the run ended
                 ended = ended or late
-                sigterm.defer()
             if info.main:
                 if isinstance(ended, KeyboardInterrupt):
                     rundir.write_status("interrupted", signal="SIGTERM" if isinstance(ended, Terminated) else "SIGINT")

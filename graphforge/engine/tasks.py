@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from graphforge.checks import holdout_size
 from graphforge.core.data import (
     DataSplits,
     Split,
@@ -117,8 +118,6 @@ def split_holdout(n: int, fraction: float, generator: torch.Generator) -> tuple[
     Raises:
         ConfigError: Either part would be empty.
     """
-    from graphforge.checks import holdout_size
-
     n_out = holdout_size(n, fraction)
     order = torch.randperm(n, generator=generator)
     return order[n_out:].sort().values, order[:n_out].sort().values
@@ -225,6 +224,8 @@ class InductiveTask:
                 raise ConfigError("a held-out share of the training split (dyn_knn's k_holdout) "
                                   "is not supported under torchrun; run it on one process")
             self.train_idx, self.holdout_idx = split_holdout(len(data.train), fraction, generator)
+        # The modules told when a held-out batch runs (``graphforge_holdout_pass``).
+        self._holdout_modules = [m for m in net.modules() if hasattr(m, "graphforge_holdout")] if fraction else []
         self._holdout_batches: Iterator[torch.Tensor] = iter(())
         self.steps_per_epoch = math.ceil(math.ceil(len(self.train_idx) / world) / batch_size)
 
@@ -246,13 +247,12 @@ class InductiveTask:
         split = self.data.train
         idx = self._next_holdout_batch()
         x, y = split.x[idx].to(self.device), split.y[idx].to(self.device)
-        asking = [m for m in self.net.modules() if hasattr(m, "graphforge_holdout")]
-        for module in asking:
+        for module in self._holdout_modules:
             module.graphforge_holdout_pass = True
         try:
             logits = self.net(x)
         finally:
-            for module in asking:
+            for module in self._holdout_modules:
                 module.graphforge_holdout_pass = False
         loss = F.cross_entropy(logits, y)
         extra = aux_loss(self.net)  # e.g. a penalty on k: it belongs to the held-out objective

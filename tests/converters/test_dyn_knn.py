@@ -352,7 +352,7 @@ def test_per_node_k_end_to_end_on_digits(tmp_path):
     assert r.metrics["test_accuracy"] > 0.3 and r.metrics["test_node_k_std"] >= 0
 
 
-def _holdout_task(tmp_path, **options):
+def _holdout_task(**options):
     from graphforge.core.data import DataSplits, Split
     from graphforge.engine.tasks import InductiveTask
 
@@ -366,7 +366,7 @@ def _holdout_task(tmp_path, **options):
 
 
 def test_k_holdout_sets_images_aside_and_trains_only_the_k_head_on_them(tmp_path, monkeypatch):
-    task = _holdout_task(tmp_path, k_holdout=0.2)
+    task = _holdout_task(k_holdout=0.2)
     head = task.net[0].k_head
     assert task.holdout_params == list(head.parameters())
     assert len(task.holdout_idx) == 20 and len(task.train_idx) == 80 and task.steps_per_epoch == 5
@@ -443,12 +443,12 @@ def test_k_holdout_on_too_few_images_is_refused_before_the_run_directory(tmp_pat
     assert not (tmp_path / "r").exists()
 
 
-def test_k_holdout_is_refused_under_torchrun(tmp_path):
+def test_k_holdout_is_refused_under_torchrun():
     from types import SimpleNamespace
 
     from graphforge.engine.tasks import InductiveTask
 
-    task = _holdout_task(tmp_path, k_holdout=0.2)
+    task = _holdout_task(k_holdout=0.2)
     with pytest.raises(ConfigError, match="not supported under torchrun"):
         InductiveTask(task.net, task.data, 16, torch.device("cpu"), torch.Generator().manual_seed(0),
                       dist=SimpleNamespace(active=True, world_size=2))
