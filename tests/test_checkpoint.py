@@ -132,11 +132,11 @@ def test_a_run_loads_and_resumes_as_trained_after_a_default_changes(tmp_path, mo
                    options={"channels": [4, 8]})
     meta = read_checkpoint(safe_load(run / "checkpoint.pt"), run / "checkpoint.pt")["meta"]
     assert meta["built_options"]["model"] == {"channels": [4, 8], "kernel_size": 3, "dropout": 0.25,
-                                               "convs_per_block": 2}
+                                               "convs_per_block": 2, "stage_k": 0}
     x = torch.rand(5, 1, 8, 8)
     before = graphforge.load_run(run).predict_proba(x)
     # A later version with other defaults (one convolution per block, a wider kernel):
-    monkeypatch.setattr(CNN.__init__, "__defaults__", ((32, 64, 128), 5, 0.25, 1))
+    monkeypatch.setattr(CNN.__init__, "__defaults__", ((32, 64, 128), 5, 0.25, 1, 0))
     assert CNN().convs_per_block == 1
     loaded = graphforge.load_run(run)
     assert loaded.model.convs_per_block == 2 and loaded.model.kernel_size == 3

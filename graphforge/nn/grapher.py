@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv
 
-from graphforge.nn.conv import WeightedGINConv, WeightedSAGEConv
+from graphforge.nn.conv import WeightedGINConv, WeightedSAGEConv, dense_adjacency
 from graphforge.nn.fast_dropout import dropout as gf_dropout
 
 
@@ -63,3 +64,40 @@ class GrapherBlock(nn.Module):
         if self.ffn is not None:
             h = h + gf_dropout(self.ffn(h), self.dropout, self.training)
         return h
+
+
+def _dense_layer(conv: nn.Module, h: Tensor, edge_index: Tensor, w: Tensor | None, adj: Tensor | None) -> Tensor:
+    return conv.forward_dense(h, adj)
+
+
+class MapGraphBlock(GrapherBlock):
+    """A residual KNN-graph block on a CNN's feature map (a Vision GNN stage).
+
+    Every position of the ``[B, C, H, W]`` map is a node; each image's graph joins every node
+    to its ``k`` nearest in channel space. The block is a :class:`graphforge.nn.GrapherBlock`
+    (mean ``sage``, batch norm, no FFN): it adds ``FC(GELU(BN(sage(FC(x)))))`` to the map, a
+    neighbour mean over positions that look alike, wherever they are in the image, at a
+    resolution where a convolution sees only a small window.
+
+    Args:
+        channels: Channels of the map.
+        k: Neighbours per node.
+        metric: KNN metric (a name the native op has a kernel for).
+
+    Shapes:
+        input and output ``[B, C, H, W]`` (channels-last).
+    """
+
+    def __init__(self, channels: int, k: int, metric: str = "euclidean") -> None:
+        super().__init__("sage", channels, "mean", heads=1, norm="batch", dropout=0.0, ffn_ratio=0)
+        self.k, self.metric = k, metric
+
+    def forward(self, fmap: Tensor) -> Tensor:  # type: ignore[override]
+        from graphforge.ops import dense_batched_knn
+
+        b, c, h, w = fmap.shape
+        n = h * w
+        nodes = fmap.permute(0, 2, 3, 1).reshape(b * n, c)
+        edge_index, _ = dense_batched_knn(nodes.detach().view(b, n, c), min(self.k, n - 1), metric=self.metric)
+        out = super().forward(nodes, _dense_layer, edge_index, None, dense_adjacency(edge_index, None, b, n, nodes.dtype))
+        return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)

@@ -284,7 +284,7 @@ def test_dynamic_graph_end_to_end_on_digits(tmp_path):
 
 
 def test_stage_graph_block_mixes_each_images_knn_neighbours():
-    from graphforge.builtin.converters.dyn_knn import MapGraphBlock
+    from graphforge.nn.grapher import MapGraphBlock
 
     module = DynKNN(channels=[8, 16, 32], stage_k=4).build(EMNIST)
     blocks = [m for m in module.encoder.modules() if isinstance(m, MapGraphBlock)]

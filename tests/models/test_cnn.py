@@ -30,6 +30,39 @@ def test_depth_width_kernel_options():
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 3)
 
 
+@pytest.mark.parametrize(("shape", "side", "width"), [((1, 28, 28), 7, 32), ((1, 8, 8), 8, 8), ((5, 3, 40), 3, 32)])
+def test_stage_k_adds_one_graph_block_before_the_last_pooling(shape, side, width):
+    from graphforge.nn.grapher import MapGraphBlock
+
+    net = CNN(channels=[8, 16, 32], stage_k=4).build(InputSpec("images", shape), num_classes=5)
+    layers = list(net.features)
+    blocks = [i for i, m in enumerate(layers) if isinstance(m, MapGraphBlock)]
+    assert len(blocks) == 1 and layers[blocks[0]].k == 4 and layers[blocks[0]].fc_in[0].in_features == width
+    pools = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.MaxPool2d)]
+    assert blocks[0] == (pools[-1] - 1 if pools else len(layers) - 1)  # right before the last pooling, if any
+    seen = []
+    layers[blocks[0]].register_forward_hook(lambda mod, inp, out: seen.append(tuple(out.shape[2:])))
+    out = net(torch.randn(3, *shape))
+    assert out.shape == (3, 5) and seen[0][0] == side
+    out.sum().backward()
+    assert all(p.grad is not None for p in layers[blocks[0]].parameters())
+    # Without the option the network has no graph block (and needs no torch-geometric).
+    plain = CNN(channels=[8, 16, 32]).build(InputSpec("images", shape), num_classes=5)
+    assert not [m for m in plain.modules() if isinstance(m, MapGraphBlock)]
+
+
+def test_stage_k_block_mixes_each_images_nearest_positions():
+    # The block changes a position's output through its nearest positions in channel space,
+    # within its own image only.
+    net = CNN(channels=[8], stage_k=2).build(InputSpec("images", (1, 5, 5)), num_classes=2).eval()
+    block = net.features[-1]
+    fmap = torch.rand(2, 8, 5, 5)
+    changed = fmap.clone()
+    changed[0, :, 4, 4] = fmap[0, :, 0, 0] + 1e-3  # a far corner made a near copy of (0, 0)
+    moved = (block(changed) - block(fmap)).abs().amax(dim=1).detach()
+    assert float(moved[1].max()) == 0 and float(moved[0, 0, 0]) > 1e-4
+
+
 def test_clear_errors():
     with pytest.raises(ConfigError, match="at least 3x3 pixels, got 2x9"):
         CNN().build(InputSpec("images", (1, 2, 9)), 10)
@@ -39,6 +72,9 @@ def test_clear_errors():
         CNN(channels=[])
     with pytest.raises(ConfigError, match="dropout"):
         CNN(dropout=1.0)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigError, match="stage_k must be an integer >= 0"):
+            CNN(stage_k=bad)
 
 
 def test_cnn_needs_images(tmp_path):

@@ -41,7 +41,7 @@ from graphforge.core.converter import Converter
 from graphforge.core.data import DataSplits, InputSpec
 from graphforge.errors import ConfigError
 from graphforge.neighbors.metrics import get_metric, list_metrics
-from graphforge.nn.grapher import GrapherBlock
+from graphforge.nn.grapher import MapGraphBlock
 
 #: The metrics the native op has kernels for (canonical names; aliases work too).
 _METRICS = tuple(m.name for m in list_metrics() if m.op_name)
@@ -69,41 +69,6 @@ def _per_block(convs_per_block: int | Sequence[int], n_blocks: int) -> list[int]
     return list(convs_per_block)
 
 
-def _dense_layer(conv: nn.Module, h: Tensor, edge_index: Tensor, w: Tensor | None, adj: Tensor | None) -> Tensor:
-    return conv.forward_dense(h, adj)
-
-
-class MapGraphBlock(GrapherBlock):
-    """A residual KNN-graph block on a feature map, inside the encoder (a Vision GNN stage).
-
-    Every position of the ``[B, C, H, W]`` map is a node; each image's graph joins every node
-    to its ``k`` nearest in channel space. The block is a :class:`graphforge.nn.GrapherBlock`
-    (mean ``sage``, batch norm, no FFN): it adds ``FC(GELU(BN(sage(FC(x)))))`` to the map, a
-    neighbour mean over positions that look alike, wherever they are in the image, at a
-    resolution where a convolution sees only a small window.
-
-    Args:
-        channels: Channels of the map.
-        k: Neighbours per node.
-        metric: KNN metric.
-    """
-
-    def __init__(self, channels: int, k: int, metric: str) -> None:
-        super().__init__("sage", channels, "mean", heads=1, norm="batch", dropout=0.0, ffn_ratio=0)
-        self.k, self.metric = k, metric
-
-    def forward(self, fmap: Tensor) -> Tensor:  # type: ignore[override]
-        from graphforge.nn.conv import dense_adjacency
-        from graphforge.ops import dense_batched_knn
-
-        b, c, h, w = fmap.shape
-        n = h * w
-        nodes = fmap.permute(0, 2, 3, 1).reshape(b * n, c)
-        edge_index, _ = dense_batched_knn(nodes.detach().view(b, n, c), min(self.k, n - 1), metric=self.metric)
-        out = super().forward(nodes, _dense_layer, edge_index, None, dense_adjacency(edge_index, None, b, n, nodes.dtype))
-        return out.view(b, h, w, c).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-
-
 class Encoder(nn.Module):
     """``[conv3x3 -> BN -> ReLU] x convs_per_block (-> maxpool 2x2)`` blocks.
 
@@ -112,8 +77,8 @@ class Encoder(nn.Module):
         channels: Output channels of each block.
         pools: Whether each block ends with 2x2 max-pooling.
         convs_per_block: Convolutions in each block (one number for all, or one per block).
-        stage_k: When > 0, a :class:`MapGraphBlock` with this k runs on the map before the last
-            pooling (14 x 14 positions of a 28 x 28 image).
+        stage_k: When > 0, a :class:`~graphforge.nn.grapher.MapGraphBlock` with this k runs on the map
+            before the last pooling (14 x 14 positions of a 28 x 28 image).
         metric: KNN metric of that block.
     """
 
@@ -344,7 +309,7 @@ class DynKNN(Converter):
             it once from the encoder's map. The graphforge GNNs honour it. (default: ``False``)
         stage_k (int, optional): When > 0, a residual KNN-graph block with this k also runs inside
             the encoder, on the map before its last pooling (14 x 14 nodes on 28 x 28 images; see
-            :class:`MapGraphBlock`). ``0``: none. (default: ``0``)
+            :class:`graphforge.nn.grapher.MapGraphBlock`). ``0``: none. (default: ``0``)
         k_holdout (float, optional): When > 0, this share of the training split is held out and
             the k head learns only from the loss on it (a validation-loss signal), while the rest
             of the network trains on the other images. Needs ``learn_k``; ``0``: the k head
