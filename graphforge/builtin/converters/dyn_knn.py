@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
-from graphforge.checks import check_float, holdout_size
+from graphforge.checks import check_float, check_int, holdout_size
 from graphforge.core.converter import Converter
 from graphforge.core.data import DataSplits, InputSpec
 from graphforge.errors import ConfigError
@@ -335,9 +335,7 @@ class DynKNN(Converter):
                             *(("convs_per_block", v) for v in per_block)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(stage_k, bool) or not isinstance(stage_k, int) or stage_k < 0:
-            raise ValueError(f"stage_k must be an integer >= 0 (0: no graph block in the encoder), got {stage_k!r}")
-        self.stage_k = stage_k
+        self.stage_k = check_int(stage_k, "stage_k", minimum=0)
         if k_min > k_max:
             raise ValueError(f"k_min ({k_min}) must not exceed k_max ({k_max})")
         metric = get_metric(metric, _METRICS, user="dyn_knn (the native batched_knn op)").name

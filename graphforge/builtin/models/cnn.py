@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from graphforge.checks import check_int
 from graphforge.core.data import InputSpec
 from graphforge.core.model import Model
 from graphforge.errors import ConfigError
@@ -63,6 +64,7 @@ class CNNNet(nn.Module):
         layers: list[nn.Module] = []
         c_in, h, w = in_channels, height, width
         self.pooled_blocks = 0
+        stage_at: int | None = None  # where the graph block goes: before the last pooling
         for c_out, n_convs in zip(channels, per_block):
             for _ in range(n_convs):
                 layers += [
@@ -72,16 +74,16 @@ class CNNNet(nn.Module):
                 ]
                 c_in = c_out
             if h // 2 >= MIN_POOLED_SIDE and w // 2 >= MIN_POOLED_SIDE:
+                stage_at, stage_channels = len(layers), c_out
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
                 self.pooled_blocks += 1
         if stage_k:
             from graphforge.nn.grapher import MapGraphBlock  # torch-geometric only when asked for
 
-            pooled = [i for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)]
-            at = pooled[-1] if pooled else len(layers)
-            width = [m for m in layers[:at] if isinstance(m, nn.Conv2d)][-1].out_channels
-            layers.insert(at, MapGraphBlock(width, stage_k))
+            if stage_at is None:  # no pooling: after the last block
+                stage_at, stage_channels = len(layers), c_in
+            layers.insert(stage_at, MapGraphBlock(stage_channels, stage_k))
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(HEAD_GRID),
@@ -140,9 +142,7 @@ class CNN(Model):
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in per_block) or (
                 isinstance(convs_per_block, (list, tuple)) and len(per_block) != len(channels)):
             raise ConfigError(f"convs_per_block must be an integer >= 1 or one per block, got {convs_per_block!r}")
-        if isinstance(stage_k, bool) or not isinstance(stage_k, int) or stage_k < 0:
-            raise ConfigError(f"stage_k must be an integer >= 0 (0: no graph block), got {stage_k!r}")
-        self.stage_k = stage_k
+        self.stage_k = check_int(stage_k, "stage_k", minimum=0)
         self.channels = [int(c) for c in channels]
         self.kernel_size = kernel_size
         self.dropout = float(dropout)
