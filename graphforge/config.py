@@ -45,6 +45,10 @@ class RunConfig:
             translation by up to 2 px on 28x28 and 32x32 images; nothing for images
             under 14x14, such as 8x8 digits, or for other kinds), ``none``, ``shift``, ``hflip`` or ``shift+hflip`` (a flip is
             wrong for digits and letters; see :mod:`graphforge.engine.augment`).
+        precision: ``fp32`` (default) or ``bf16``: mixed-precision network training and
+            evaluation (forward passes under ``torch.autocast``; weights, optimiser and loss
+            in fp32). Faster on GPUs from compute capability 8.0 and CPUs with ``avx512_bf16``
+            or AMX; see :mod:`graphforge.engine.precision`. Models without a network ignore it.
         patience: Stop after this many epochs without a better validation score
             (0 disables early stopping; default: 10 for mini-batch training, 20 for
             full-graph training).
@@ -74,6 +78,7 @@ class RunConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     augment: str = "auto"
+    precision: str = "fp32"
     patience: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -110,6 +115,9 @@ class RunConfig:
         from graphforge.engine.augment import parse_augment
 
         parse_augment(self.augment)
+        from graphforge.engine.precision import check_precision
+
+        check_precision(self.precision)
         if not isinstance(self.options, dict):
             raise ConfigError(f"options must be a mapping, got {type(self.options).__name__}")
         for name in ("data_root", "out"):

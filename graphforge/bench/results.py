@@ -457,18 +457,18 @@ def machine_header(threads: int | None = None) -> str:
 
     import torch
 
-    model, flags = platform.processor() or "unknown CPU", []
+    from graphforge.machine import cpu_flags
+
+    model = platform.processor() or "unknown CPU"
     try:
-        info = Path("/proc/cpuinfo").read_text()
-        for line in info.splitlines():
-            if line.startswith("model name") and model in ("", "unknown CPU", platform.processor()):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in have]
                 break
     except OSError:
         pass
+    have = cpu_flags()
+    flags = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in have]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"Machine: {model} ({', '.join(flags) or 'no AVX2'}), {os.cpu_count()} CPUs, torch "
             f"{torch.__version__} with up to {threads or torch.get_num_threads()} threads per run, {gpu}.")

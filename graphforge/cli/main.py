@@ -92,6 +92,8 @@ def cli() -> None:
 @click.option("--label-smoothing", type=click.FloatRange(min=0, max=1, max_open=True), default=0.0, show_default=True)
 @click.option("--augment", default="auto", show_default=True,
               help="Image training augmentation: auto (random 2-px shift of images >= 14x14), none, shift, hflip, shift+hflip.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: mixed-precision training (autocast; fp32 weights). Faster on GPUs with bf16 and CPUs with avx512_bf16/AMX.")
 @click.option("--patience", type=click.IntRange(min=0),
               help="Early-stopping patience in epochs, 0: off [10 mini-batch; 20 full-graph training].")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)

@@ -202,10 +202,11 @@ class GradientFamily(ModelFamily):
                      graph.num_nodes, job.fanout, cfg.batch_size)
             task = SampledTransductiveTask(net, graph, job.fanout, cfg.batch_size, plan.device, generator,
                                            progress, seed=cfg.seed, train_net=train_net, dist=info,
-                                           label_smoothing=cfg.label_smoothing)
+                                           label_smoothing=cfg.label_smoothing, precision=cfg.precision)
         elif graph is not None:
             log.info("full-batch training on the whole graph (%d nodes)", graph.num_nodes)
-            task = TransductiveTask(net, graph, plan.device, label_smoothing=cfg.label_smoothing)
+            task = TransductiveTask(net, graph, plan.device, label_smoothing=cfg.label_smoothing,
+                                    precision=cfg.precision)
         else:
             from graphforge.engine.augment import make_augment
 
@@ -214,7 +215,7 @@ class GradientFamily(ModelFamily):
                 log.info("augmentation: %r", augment)
             task = InductiveTask(net, job.data, cfg.batch_size, plan.device, generator, progress,
                                  train_net=train_net, dist=info, augment=augment,
-                                 label_smoothing=cfg.label_smoothing)
+                                 label_smoothing=cfg.label_smoothing, precision=cfg.precision)
             if len(task.holdout_idx):
                 log.info("%d of the %d training samples held out for %d parameters (trained on their loss only)",
                          len(task.holdout_idx), len(job.data.train), sum(p.numel() for p in task.holdout_params))

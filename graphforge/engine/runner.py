@@ -164,6 +164,9 @@ def plan_run(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = None)
     config.validate()
     instances, options = build_plugins(config, pinned)
     device = resolve_device(config.device)
+    from graphforge.engine.precision import prepare_precision
+
+    prepare_precision(config.precision, device)  # before anything is written
     return Plan(config, instances["dataset"], instances["converter"], instances["model"], options, device)
 
 
@@ -240,6 +243,7 @@ def _finish(
         "model": cfg.model,
         "seed": cfg.seed,
         "device": str(plan.device),
+        "precision": cfg.precision,
         "num_train": len(data.train),
         "num_val": len(data.val),
         "num_test": len(data.test),

@@ -40,6 +40,7 @@ from graphforge.core.data import (
     check_graph_splits,
     graph_split_nodes,
 )
+from graphforge.engine.precision import autocast
 from graphforge.errors import ConfigError, DataError
 
 
@@ -154,13 +155,15 @@ def _optimise(net: nn.Module, optimizer: torch.optim.Optimizer, logits: torch.Te
               before_step: Callable[[], None] | None = None) -> tuple[float, int]:
     """One optimiser step on the cross-entropy of ``logits`` plus the modules' aux losses.
 
+    The loss is taken in fp32 whatever precision ``logits`` came in (bf16 under autocast).
+
     ``before_step`` runs after the backward pass, before the step (it may replace gradients).
 
     Returns:
         The cross-entropy (label-smoothed when ``label_smoothing`` > 0) and the number of
         correct predictions.
     """
-    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     extra = aux_loss(net)
     total = loss if extra is None else loss + extra
     _check_finite_loss(total, f"epoch {epoch}")
@@ -187,6 +190,8 @@ class InductiveTask:
         dist: The distributed job (each rank trains on its share of every epoch).
         augment: Applied to each raw training batch (see :mod:`graphforge.engine.augment`).
         label_smoothing: Label smoothing of the training loss.
+        precision: ``fp32`` or ``bf16`` (forward passes under autocast; see
+            :mod:`graphforge.engine.precision`).
     """
 
     def __init__(
@@ -201,8 +206,10 @@ class InductiveTask:
         dist: Any = None,
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         label_smoothing: float = 0.0,
+        precision: str = "fp32",
     ) -> None:
         self.net = net
+        self.precision = precision
         self.train_net = train_net if train_net is not None else net
         self.dist = dist
         self.data = data
@@ -250,11 +257,12 @@ class InductiveTask:
         for module in self._holdout_modules:
             module.graphforge_holdout_pass = True
         try:
-            logits = self.net(x)
+            with autocast(self.precision, self.device):
+                logits = self.net(x)
         finally:
             for module in self._holdout_modules:
                 module.graphforge_holdout_pass = False
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits.float(), y)
         extra = aux_loss(self.net)  # e.g. a penalty on k: it belongs to the held-out objective
         total = loss if extra is None else loss + extra
         _check_finite_loss(total, f"epoch {epoch} (held-out batch)")
@@ -278,8 +286,9 @@ class InductiveTask:
                 x = self.augment(x, self.generator)
             x = x.to(self.device, non_blocking=True)
             y = split.y[idx].to(self.device, non_blocking=True)
-            loss, hits = _optimise(self.net, optimizer, self.train_net(x), y, epoch, self.label_smoothing,
-                                   before_step)
+            with autocast(self.precision, self.device):
+                logits = self.train_net(x)
+            loss, hits = _optimise(self.net, optimizer, logits, y, epoch, self.label_smoothing, before_step)
             total_loss += loss * len(idx)
             correct += hits
             seen += len(idx)
@@ -291,7 +300,9 @@ class InductiveTask:
         self.net.eval()
         outs = []
         for idx in iterate_batches(len(s), self.batch_size * 4, shuffle=False):
-            outs.append(self.net(s.x[idx].to(self.device)).float().cpu())
+            with autocast(self.precision, self.device):
+                logits = self.net(s.x[idx].to(self.device))
+            outs.append(logits.float().cpu())
         if not outs:
             return torch.zeros(0, self.data.num_classes), s.y
         return torch.cat(outs), s.y
@@ -309,10 +320,14 @@ class TransductiveTask:
         net: Network mapping the whole graph (a PyG ``Data``) to node logits.
         graph: The graph.
         device: Where the network runs.
+        label_smoothing: Label smoothing of the training loss.
+        precision: ``fp32`` or ``bf16`` (as :class:`InductiveTask`).
     """
 
-    def __init__(self, net: nn.Module, graph: Any, device: torch.device, label_smoothing: float = 0.0) -> None:
+    def __init__(self, net: nn.Module, graph: Any, device: torch.device, label_smoothing: float = 0.0,
+                 precision: str = "fp32") -> None:
         self.label_smoothing = label_smoothing
+        self.precision = precision
         self.mapped = check_graph_splits(graph)
         self.net = net
         self.graph = graph.to(device)
@@ -324,14 +339,18 @@ class TransductiveTask:
 
     def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
         self.net.train()
-        logits, y = self._select(self.net(self.graph), "train")
+        with autocast(self.precision, self.device):
+            out = self.net(self.graph)
+        logits, y = self._select(out, "train")
         loss, hits = _optimise(self.net, optimizer, logits, y, epoch, self.label_smoothing)
         return {"train_loss": loss, "train_accuracy": hits / max(len(y), 1)}
 
     @torch.no_grad()
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         self.net.eval()
-        logits, y = self._select(self.net(self.graph), split)
+        with autocast(self.precision, self.device):
+            out = self.net(self.graph)
+        logits, y = self._select(out, split)
         return logits.float().cpu(), y.cpu()
 
 
@@ -357,11 +376,13 @@ class SampledTransductiveTask:
         generator: Seeded generator for shuffling and sampling (saved in checkpoints).
         progress: Show a progress bar on stderr.
         seed: Seed of the sampling used for predictions.
+        precision: ``fp32`` or ``bf16`` (as :class:`InductiveTask`).
     """
 
     def __init__(self, net: nn.Module, graph: Any, num_neighbors: list[int], batch_size: int,
                  device: torch.device, generator: torch.Generator, progress: bool = False, seed: int = 0,
-                 train_net: nn.Module | None = None, dist: Any = None, label_smoothing: float = 0.0) -> None:
+                 train_net: nn.Module | None = None, dist: Any = None, label_smoothing: float = 0.0,
+                 precision: str = "fp32") -> None:
         if check_graph_splits(graph):
             raise DataError(
                 "neighbour sampling needs a graph whose nodes are the samples (y and train/val/test masks); "
@@ -377,6 +398,7 @@ class SampledTransductiveTask:
         self.progress = progress
         self.seed = seed
         self.label_smoothing = label_smoothing
+        self.precision = precision
         train_nodes, _ = graph_split_nodes(self.graph, "train", False)
         if dist is not None and dist.active:  # each rank trains on its own seed nodes
             from graphforge.engine.distributed import shard_indices
@@ -399,8 +421,9 @@ class SampledTransductiveTask:
         for batch in batches:
             batch = batch.to(self.device, non_blocking=True)
             n = batch.batch_size
-            loss, hits = _optimise(self.net, optimizer, self.train_net(batch)[:n], batch.y[:n], epoch,
-                                   self.label_smoothing)
+            with autocast(self.precision, self.device):
+                logits = self.train_net(batch)[:n]
+            loss, hits = _optimise(self.net, optimizer, logits, batch.y[:n], epoch, self.label_smoothing)
             total_loss += loss * n
             correct += hits
             seen += n
@@ -423,5 +446,7 @@ class SampledTransductiveTask:
             torch.manual_seed(self.seed)
             for batch in self._eval_loaders[split]:
                 batch = batch.to(self.device, non_blocking=True)
-                outs.append(self.net(batch)[: batch.batch_size].float().cpu())
+                with autocast(self.precision, self.device):
+                    logits = self.net(batch)[: batch.batch_size]
+                outs.append(logits.float().cpu())
         return (torch.cat(outs) if outs else torch.zeros(0, 0)), y

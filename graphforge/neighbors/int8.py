@@ -28,11 +28,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
 from graphforge.checks import check_env_choice
+from graphforge.machine import cpu_flags
 from graphforge.ops import merge_smallest_k, smallest_k_affine
 
 __all__ = [
@@ -64,21 +64,13 @@ _FP32_EPS = 2.0**-24
 _CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-@lru_cache(maxsize=1)
 def cpu_int8_features() -> frozenset[str]:
     """The CPU's fast int8 dot-product features (``avx512_vnni``, ``avx_vnni``, ``amx_int8``).
 
     Read from ``/proc/cpuinfo``; empty where it cannot be read (then ``auto`` keeps the
     fp32 pass).
     """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(set(line.split(":", 1)[1].split()) & set(_CPU_FLAGS))
-    except OSError:
-        pass
-    return frozenset()
+    return cpu_flags() & frozenset(_CPU_FLAGS)
 
 
 def int8_setting() -> str:

@@ -205,6 +205,45 @@ def bench_train(image_size: int, channels: int, batch_size: int, num_classes: in
     click.echo(train_bench.format_table(results))
 
 
+@bench.command("precision")
+@click.option("--converter", default="none", show_default=True, help="Per-sample converter (none: a plain network).")
+@click.option("--model", default="cnn", show_default=True, help="Model with a network.")
+@click.option("--image-size", type=click.IntRange(min=2), default=28, show_default=True)
+@click.option("--channels", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--classes", "num_classes", type=click.IntRange(min=2), default=10, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Timed steps (median).")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Converter or model option, e.g. -o convs_per_block=2.")
+def bench_precision(converter: str, model: str, image_size: int, channels: int, batch_size: int, num_classes: int,
+                    steps: int, warmup: int, device: str, options: tuple[str, ...]) -> None:
+    """Training and inference images/s at fp32 against bf16 mixed precision (--precision bf16)."""
+    import torch
+
+    from graphforge.bench import precision as precision_bench
+    from graphforge.bench.results import machine_header
+    from graphforge.config import parse_option, route_options
+    from graphforge.plugins import get_registry
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device is available")
+    entries = {"converter": get_registry("converter").get(converter), "model": get_registry("model").get(model)}
+    routed = route_options(dict(parse_option(o) for o in options), entries)
+    results = precision_bench.run_precision_benchmark(
+        converter=converter, model=model, image_size=image_size, channels=channels, batch_size=batch_size,
+        num_classes=num_classes, steps=steps, warmup=warmup, device=device,
+        converter_options=routed["converter"], model_options=routed["model"],
+        progress=lambda msg: click.echo(msg, err=True),
+    )
+    title = (f"{converter} + {model}, {channels}x{image_size}x{image_size} images, batch {batch_size}, "
+             f"median of {steps} steps. {machine_header()}")
+    click.echo(precision_bench.format_table(results, title))
+
+
 @hookimpl
 def register_commands(cli: Any) -> None:
     """Add ``graphforge bench`` (with ``bench knn``)."""
