@@ -278,3 +278,28 @@ def test_bench_results_runs_a_command_shared_by_two_groups_once(tmp_path, monkey
     # A different seed's command differs: it runs.
     bench.run_cell(bench_results.Cell("fashion-full", "cnn", "none", "cnn", "fashion-mnist", {}, {"limit_train": 10}), 1)
     assert calls[-1] == ("cnn", 1)
+
+
+def test_bench_results_precision_reaches_every_run_and_is_not_mixed(tmp_path, monkeypatch):
+    """--precision bf16 goes to each run and into its command; an OUT of fp32 runs is not resumed at bf16."""
+    import graphforge
+    from graphforge.bench import results as bench_results
+    from graphforge.errors import ConfigError
+
+    seen = []
+
+    def fake_run(converter, model, dataset, *, seed, **kwargs):
+        seen.append(kwargs.get("precision", "fp32"))
+        return type("R", (), {"metrics": {"val_accuracy": 0.5, "test_accuracy": 0.25, "train_seconds": 1.0}})()
+
+    monkeypatch.setattr(graphforge, "run", fake_run)
+    cell = bench_results.Cell("g", "cnn", "none", "cnn", "fashion-mnist", {}, {"limit_train": 10})
+    bench_results.Bench(tmp_path / "fp32", "/data", [0]).run_cell(cell, 0)
+    bench_results.Bench(tmp_path / "bf16", "/data", [0], precision="bf16").run_cell(cell, 0)
+    assert seen == ["fp32", "bf16"]
+    fp32_row, = bench_results.RunsFile(tmp_path / "fp32" / "runs.csv").load()
+    bf16_row, = bench_results.RunsFile(tmp_path / "bf16" / "runs.csv").load()
+    assert "--precision" not in fp32_row["command"] and "--precision bf16" in bf16_row["command"]
+    with pytest.raises(ConfigError, match="holds runs at precision fp32 .*give --precision fp32 to resume them"):
+        bench_results.Bench(tmp_path / "fp32", "/data", [0], precision="bf16")
+    bench_results.Bench(tmp_path / "bf16", "/data", [0], precision="bf16")  # its own precision resumes

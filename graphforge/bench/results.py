@@ -207,12 +207,18 @@ class Bench:
     quick: bool = False
     keep_runs: bool = False
     only: tuple[str, ...] = ()
+    precision: str = "fp32"
     done: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self.runs = RunsFile(self.out / "runs.csv")
         self.done = {_key(r["group"], r["cell"], r["seed"]): r for r in self.runs.load() if r["status"] == "ok"}
+        other = next((r for r in self.done.values() if _precision_of(r["command"]) != self.precision), None)
+        if other is not None:
+            raise ConfigError(f"{self.out} holds runs at precision {_precision_of(other['command'])} "
+                              f"({other['cell']}, seed {other['seed']}); give --precision "
+                              f"{_precision_of(other['command'])} to resume them, or another --out for {self.precision}")
 
     def run_dir(self, group: str, cell: str, seed: int) -> Path:
         slug = "".join(ch if ch.isalnum() else "-" for ch in cell.lower()).strip("-")
@@ -264,7 +270,10 @@ class Bench:
             if not keep or (run_dir / "checkpoint.pt").is_file():
                 return None
             del self.done[_key(cell.group, cell.name, seed)]  # its kept run directory is gone: run it again
-        command = command_line(cell, seed, self.data_root, cell.settings)
+        settings = dict(cell.settings)
+        if self.precision != "fp32":  # fp32, the default, stays out of the commands
+            settings["precision"] = self.precision
+        command = command_line(cell, seed, self.data_root, settings)
         if not keep and self.reuse(cell, seed, command, companions):
             return None
         if run_dir.exists():
@@ -275,7 +284,7 @@ class Bench:
         try:
             result = graphforge.run(cell.converter, cell.model, cell.dataset, options=dict(cell.options), seed=seed,
                                     data_root=self.data_root, device=self.device, out=str(run_dir),
-                                    plots=self.keep_runs, **cell.settings)
+                                    plots=self.keep_runs, **settings)
         except Exception as exc:  # noqa: BLE001 - a failed cell is recorded, the benchmark goes on
             row.update(status="failed", error=" ".join(f"{type(exc).__name__}: {exc}".split()),
                        wall_seconds=time.perf_counter() - start)
@@ -294,6 +303,12 @@ class Bench:
         if not (self.keep_runs or keep):
             shutil.rmtree(run_dir, ignore_errors=True)
         return result
+
+
+def _precision_of(command: str) -> str:
+    """The ``--precision`` of a recorded ``graphforge run`` command (``fp32`` when it has none)."""
+    parts = shlex.split(command)
+    return parts[parts.index("--precision") + 1] if "--precision" in parts[:-1] else "fp32"
 
 
 def _extras(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -475,7 +490,7 @@ def machine_header(threads: int | None = None) -> str:
 
 
 def run_results(out: str | Path, data_root: str | Path, *, groups: Sequence[str] = GROUPS,
-                seeds: Sequence[int] = (0, 1, 2), quick: bool = False, device: str = "auto",
+                seeds: Sequence[int] = (0, 1, 2), quick: bool = False, device: str = "auto", precision: str = "fp32",
                 keep_runs: bool = False, only: Sequence[str] = ()) -> tuple[list[dict[str, Any]], list[Path]]:
     """Run (or resume) the results benchmark into ``out``.
 
@@ -486,6 +501,9 @@ def run_results(out: str | Path, data_root: str | Path, *, groups: Sequence[str]
         seeds: Seeds of every cell (at least 3 for the published table).
         quick: Small subsets and few epochs: a smoke run in minutes, not a result.
         device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``fp32`` or ``bf16``, for every run (a network's; see
+            :mod:`graphforge.engine.precision`); an ``out`` holding runs at the other
+            precision is refused.
         keep_runs: Keep every run directory (with plots) under ``out/runs``.
         only: Run only the cells whose name starts with one of these (case-insensitive); the
             table still shows every cell already in ``runs.csv``.
@@ -511,12 +529,17 @@ def run_results(out: str | Path, data_root: str | Path, *, groups: Sequence[str]
     from graphforge.engine.threads import ThreadPolicy
 
     ceiling = ThreadPolicy().base  # before any run lowers torch's count for a busy machine
-    bench = Bench(Path(out), str(root), [int(s) for s in dict.fromkeys(seeds)], device, quick, keep_runs, tuple(only))
+    from graphforge.engine.precision import check_precision
+
+    bench = Bench(Path(out), str(root), [int(s) for s in dict.fromkeys(seeds)], device, quick, keep_runs, tuple(only),
+                  check_precision(precision))
     run_fixed_cells(bench, cells_for([g for g in GROUPS if g in groups], quick))
     if "fashion-similarity" in groups:
         run_similarity(bench)
     summary = summarize(bench.runs.load())
     mode = "--quick (smoke subsets, few epochs: not a result)" if quick else "full protocol"
+    if bench.precision != "fp32":
+        mode += f", --precision {bench.precision}"
     header = (f"{machine_header(ceiling)} Seeds {', '.join(map(str, bench.seeds))}; {mode}. In the commands, `{DATA}` is "
               f"the folder holding `FashionMNIST/raw` and `MNIST/raw`; `{OUT}` is this benchmark's --out folder; "
               "`S` is the seed.")

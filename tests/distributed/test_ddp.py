@@ -58,6 +58,16 @@ def test_two_processes_one_run_directory_one_json_line(tmp_path):
     assert abs(metrics["test_accuracy"] - single.metrics["test_accuracy"]) < 0.15  # in line; not equal (2x batch)
 
 
+def test_two_processes_train_in_bf16(tmp_path):
+    """--precision bf16 under DistributedDataParallel: autocast around the wrapped forward."""
+    out = tmp_path / "bf16"
+    res = _torchrun(2, *ARGS, "--epochs", "4", "--precision", "bf16", "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads(res.stdout)
+    assert metrics["precision"] == "bf16" and metrics["test_accuracy"] >= 0.8
+    assert json.loads((out / "resolved.json").read_text())["environment"]["world_size"] == 2
+
+
 def test_world_size_one_under_torchrun_equals_a_plain_run(tmp_path):
     res = _torchrun(1, *ARGS, "--epochs", "2", "--out", str(tmp_path / "tr"), "--json")
     assert res.returncode == 0, res.stderr[-3000:]

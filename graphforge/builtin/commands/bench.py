@@ -84,6 +84,17 @@ def bench() -> None:
     """Benchmarks of graphforge's kernels against the usual alternatives."""
 
 
+def _bench_device(device: str) -> str:
+    """``auto`` -> ``cuda`` where there is a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device is available")
+    return device
+
+
 @bench.command("knn")
 @click.option("-B", "--batch-sizes", callback=_int_list, help="Sets per batch, comma-separated [256,1024,4096].")
 @click.option("-N", "--set-sizes", callback=_int_list, help="Points per set [16,49,196,784].")
@@ -122,10 +133,7 @@ def bench_knn(
 
     from graphforge.bench import knn as knn_bench
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda: no CUDA device is available")
+    device = _bench_device(device)
     if threads is not None:
         torch.set_num_threads(threads)
     cases = knn_bench.make_cases(
@@ -184,16 +192,12 @@ def bench_train(image_size: int, channels: int, batch_size: int, num_classes: in
                    f"{result['train_ratio']:.2f}x train, {result['wall_ratio']:.2f}x wall")
         click.echo(json.dumps(result))
         return
-    import torch
 
     from graphforge.bench import train as train_bench
     from graphforge.config import parse_option, route_options
     from graphforge.plugins import get_registry
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda: no CUDA device is available")
+    device = _bench_device(device)
     entries = {"converter": get_registry("converter").get("dyn_knn"), "model": get_registry("model").get("sage")}
     routed = route_options(dict(parse_option(o) for o in options), entries)
     results = train_bench.run_train_benchmark(
@@ -220,17 +224,13 @@ def bench_train(image_size: int, channels: int, batch_size: int, num_classes: in
 def bench_precision(converter: str, model: str, image_size: int, channels: int, batch_size: int, num_classes: int,
                     steps: int, warmup: int, device: str, options: tuple[str, ...]) -> None:
     """Training and inference images/s at fp32 against bf16 mixed precision (--precision bf16)."""
-    import torch
 
     from graphforge.bench import precision as precision_bench
     from graphforge.bench.results import machine_header
     from graphforge.config import parse_option, route_options
     from graphforge.plugins import get_registry
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.ClickException("--device cuda: no CUDA device is available")
+    device = _bench_device(device)
     entries = {"converter": get_registry("converter").get(converter), "model": get_registry("model").get(model)}
     routed = route_options(dict(parse_option(o) for o in options), entries)
     results = precision_bench.run_precision_benchmark(
@@ -260,11 +260,13 @@ def register_commands(cli: Any) -> None:
 @click.option("--seeds", default="0,1,2", show_default=True, callback=_seed_list, help="Comma-separated seeds.")
 @click.option("--quick", is_flag=True, help="Small subsets and few epochs: a smoke run in minutes, not a result.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="Train every network cell at this precision (bf16: mixed, see docs/precision.md).")
 @click.option("--keep-runs", is_flag=True, help="Keep every run directory (with plots) under OUT/runs.")
 @click.option("--only", "only", multiple=True, help="Run only cells whose name starts with this (repeatable), e.g. knn.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (each cell, seed and epoch); warnings only.")
 def bench_results(data_root: str, out: str, groups: tuple[str, ...], seeds: tuple[int, ...], quick: bool,
-                  device: str, keep_runs: bool, only: tuple[str, ...], quiet: bool) -> None:
+                  device: str, precision: str, keep_runs: bool, only: tuple[str, ...], quiet: bool) -> None:
     """Rerun every seed experiment on real Fashion-MNIST and MNIST into one table.
 
     Each cell runs once per seed through the same path as `graphforge run` and is recorded
@@ -279,7 +281,7 @@ def bench_results(data_root: str, out: str, groups: tuple[str, ...], seeds: tupl
     _setup_logging(quiet)
 
     summary, files = run_results(out, data_root, groups=groups or GROUPS, seeds=seeds, quick=quick, device=device,
-                                 keep_runs=keep_runs, only=only)
+                                 precision=precision, keep_runs=keep_runs, only=only)
     click.echo((files[-1]).read_text(encoding="utf-8"))
     for f in files:
         click.echo(f"wrote {f}", err=True)
