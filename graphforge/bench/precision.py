@@ -1,7 +1,7 @@
 """Training and inference throughput at fp32 against bf16 mixed precision (``--precision``).
 
-Both precisions run the same network on the same synthetic batch in one process, so the
-ratio is measured on one machine at one moment; the machine's CPU flags go with the
+Both precisions run the same network on the same synthetic batch in one process, taking
+turns step by step, so the ratio is measured on one machine at one moment; the machine's CPU flags go with the
 figures (bf16 only pays where the CPU has ``avx512_bf16`` / AMX, or on a bf16 GPU).
 Synthetic images are enough for throughput: the work per image does not depend on the
 pixel values (for ``dyn_knn`` the k head only changes how many edges are kept).
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from graphforge.api import get_converter, get_model
-from graphforge.bench.timing import median_seconds
+from graphforge.bench.timing import interleaved_median_seconds
 from graphforge.core.data import InputSpec
 from graphforge.engine.families import GradientFamily, family_of
 from graphforge.engine.precision import PRECISIONS, autocast, check_precision, has_native_bf16
@@ -59,7 +59,8 @@ def run_precision_benchmark(
         channels: Image channels.
         batch_size: Images per step (inference batches are the same size).
         num_classes: Classes of the classifier head.
-        steps: Timed steps per figure (the median is reported).
+        steps: Timed steps per figure and precision, the precisions taking turns (the
+            median is reported).
         warmup: Untimed steps first.
         device: ``"cpu"`` or ``"cuda"``.
         precisions: Which precisions to measure (``fp32``, ``bf16``).
@@ -70,8 +71,7 @@ def run_precision_benchmark(
     Returns:
         One :class:`PrecisionBenchResult` per precision, in the order asked.
     """
-    for p in precisions:
-        check_precision(p)
+    precisions = tuple(dict.fromkeys(check_precision(p) for p in precisions))
     dev = torch.device(device)
     spec = InputSpec("images", (channels, image_size, image_size))
     conv = get_converter(converter, **(converter_options or {}))
@@ -83,34 +83,43 @@ def run_precision_benchmark(
     if not isinstance(family_of(plugin), GradientFamily):
         raise ConfigError(f"model {model!r} has no network to train (it is fitted), so precision does not apply")
     plugin.check_input(conv.output_spec(spec))
-    results = []
+    train_steps, infer_steps = {}, {}
     for precision in precisions:
         torch.manual_seed(0)  # the same network and batch for every precision
         net = nn.Sequential(conv.build(spec), plugin.build(conv.output_spec(spec), num_classes)).to(dev)
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-        x = torch.randn(batch_size, *spec.shape, device=dev)
-        y = torch.randint(0, num_classes, (batch_size,), device=dev)
-
-        def train_step() -> None:
-            net.train()
-            opt.zero_grad(set_to_none=True)
-            with autocast(precision, dev):
-                logits = net(x)
-            nn.functional.cross_entropy(logits.float(), y).backward()
-            opt.step()
-
-        @torch.no_grad()
-        def infer_step() -> None:
-            net.eval()
-            with autocast(precision, dev):
-                net(x)
-
-        progress(f"bench precision: {converter} + {model} at {precision} on {device}: training steps ...")
-        t_train = median_seconds(train_step, steps, warmup, dev)
-        progress(f"bench precision: {converter} + {model} at {precision} on {device}: inference ...")
-        t_infer = median_seconds(infer_step, steps, warmup, dev)
-        results.append(PrecisionBenchResult(precision, device, batch_size / t_train, batch_size / t_infer))
+        train_steps[precision], infer_steps[precision] = _steps(net, precision, dev, spec.shape, batch_size,
+                                                                num_classes)
+    # The precisions take turns step by step, so the machine's noise falls on both alike.
+    progress(f"bench precision: {converter} + {model} on {device}: training steps ({', '.join(precisions)}) ...")
+    t_train = interleaved_median_seconds(train_steps, steps, warmup, dev)
+    progress(f"bench precision: {converter} + {model} on {device}: inference ({', '.join(precisions)}) ...")
+    t_infer = interleaved_median_seconds(infer_steps, steps, warmup, dev)
+    results = [PrecisionBenchResult(p, device, batch_size / t_train[p], batch_size / t_infer[p]) for p in precisions]
     return results
+
+
+def _steps(net: nn.Module, precision: str, dev: torch.device, shape: tuple[int, ...], batch_size: int,
+           num_classes: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One training step (AdamW) and one inference batch of ``net`` at ``precision``, on a fixed batch."""
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, *shape, device=dev)
+    y = torch.randint(0, num_classes, (batch_size,), device=dev)
+
+    def train_step() -> None:
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        with autocast(precision, dev):
+            logits = net(x)
+        nn.functional.cross_entropy(logits.float(), y).backward()
+        opt.step()
+
+    @torch.no_grad()
+    def infer_step() -> None:
+        net.eval()
+        with autocast(precision, dev):
+            net(x)
+
+    return train_step, infer_step
 
 
 def format_table(results: list[PrecisionBenchResult], title: str) -> str:

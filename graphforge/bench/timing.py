@@ -30,6 +30,27 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: 
     return statistics.median(times)
 
 
+def interleaved_median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                               device: torch.device) -> dict[str, float]:
+    """Median wall time of each of ``fns`` in seconds, timed in turn (A, B, A, B, ...).
+
+    Interleaving spreads a noisy machine's slow spells over every function alike, so their
+    ratios hold even when the absolute figures drift.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def matmul_gflops(device: torch.device | None = None, size: int | None = None, repeats: int = 10,
                   blas: str = "torch") -> float:
     """Measured fp32 matrix-product speed on ``device`` in GFLOP/s: the compute ceiling.
