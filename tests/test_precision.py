@@ -195,3 +195,14 @@ def test_bench_precision_cli_prints_the_table():
     assert result.exit_code == 0, result.output
     assert "none + cnn, 1x8x8 images, batch 8, median of 2 steps. Machine:" in result.output
     assert "x = speed-up over fp32 in the same run; native bf16: cpu" in result.output
+
+
+def test_cli_choices_are_the_engine_precisions():
+    """The CLI spells the choices out (it starts without importing torch); they must stay the engine's."""
+    from graphforge.builtin.commands.bench import bench_results
+    from graphforge.cli.main import run
+    from graphforge.engine.precision import PRECISIONS
+
+    for command in (run, bench_results):
+        option = next(p for p in command.params if p.name == "precision")
+        assert tuple(option.type.choices) == PRECISIONS

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from graphforge.api import get_converter, get_model
-from graphforge.bench.timing import interleaved_median_seconds
+from graphforge.bench.timing import interleaved_median_seconds, network_steps
 from graphforge.core.data import InputSpec
 from graphforge.engine.families import GradientFamily, family_of
-from graphforge.engine.precision import PRECISIONS, autocast, check_precision, has_native_bf16
+from graphforge.engine.precision import PRECISIONS, check_precision, has_native_bf16
 from graphforge.errors import ConfigError
 
 
@@ -87,8 +87,9 @@ def run_precision_benchmark(
     for precision in precisions:
         torch.manual_seed(0)  # the same network and batch for every precision
         net = nn.Sequential(conv.build(spec), plugin.build(conv.output_spec(spec), num_classes)).to(dev)
-        train_steps[precision], infer_steps[precision] = _steps(net, precision, dev, spec.shape, batch_size,
-                                                                num_classes)
+        x = torch.randn(batch_size, *spec.shape, device=dev)
+        y = torch.randint(0, num_classes, (batch_size,), device=dev)
+        train_steps[precision], infer_steps[precision] = network_steps(net, x, y, precision)
     # The precisions take turns step by step, so the machine's noise falls on both alike.
     progress(f"bench precision: {converter} + {model} on {device}: training steps ({', '.join(precisions)}) ...")
     t_train = interleaved_median_seconds(train_steps, steps, warmup, dev)
@@ -96,30 +97,6 @@ def run_precision_benchmark(
     t_infer = interleaved_median_seconds(infer_steps, steps, warmup, dev)
     results = [PrecisionBenchResult(p, device, batch_size / t_train[p], batch_size / t_infer[p]) for p in precisions]
     return results
-
-
-def _steps(net: nn.Module, precision: str, dev: torch.device, shape: tuple[int, ...], batch_size: int,
-           num_classes: int) -> tuple[Callable[[], None], Callable[[], None]]:
-    """One training step (AdamW) and one inference batch of ``net`` at ``precision``, on a fixed batch."""
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    x = torch.randn(batch_size, *shape, device=dev)
-    y = torch.randint(0, num_classes, (batch_size,), device=dev)
-
-    def train_step() -> None:
-        net.train()
-        opt.zero_grad(set_to_none=True)
-        with autocast(precision, dev):
-            logits = net(x)
-        nn.functional.cross_entropy(logits.float(), y).backward()
-        opt.step()
-
-    @torch.no_grad()
-    def infer_step() -> None:
-        net.eval()
-        with autocast(precision, dev):
-            net(x)
-
-    return train_step, infer_step
 
 
 def format_table(results: list[PrecisionBenchResult], title: str) -> str:

@@ -214,11 +214,11 @@ class Bench:
         self.out.mkdir(parents=True, exist_ok=True)
         self.runs = RunsFile(self.out / "runs.csv")
         self.done = {_key(r["group"], r["cell"], r["seed"]): r for r in self.runs.load() if r["status"] == "ok"}
-        other = next((r for r in self.done.values() if _precision_of(r["command"]) != self.precision), None)
-        if other is not None:
-            raise ConfigError(f"{self.out} holds runs at precision {_precision_of(other['command'])} "
-                              f"({other['cell']}, seed {other['seed']}); give --precision "
-                              f"{_precision_of(other['command'])} to resume them, or another --out for {self.precision}")
+        for r in self.done.values():
+            recorded = _precision_of(r["command"])
+            if recorded != self.precision:
+                raise ConfigError(f"{self.out} holds runs at precision {recorded} ({r['cell']}, seed {r['seed']}); "
+                                  f"give --precision {recorded} to resume them, or another --out for {self.precision}")
 
     def run_dir(self, group: str, cell: str, seed: int) -> Path:
         slug = "".join(ch if ch.isalnum() else "-" for ch in cell.lower()).strip("-")

@@ -30,6 +30,35 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: 
     return statistics.median(times)
 
 
+def network_steps(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  precision: str = "fp32") -> tuple[Callable[[], None], Callable[[], None]]:
+    """One AdamW training step and one inference batch of ``net`` on the fixed batch ``(x, y)``.
+
+    Both run their forward pass at ``precision`` (``fp32`` or ``bf16``, as ``--precision``),
+    with the loss in fp32, as graphforge's training loop does.
+    """
+    from graphforge.engine.precision import autocast
+
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    device = x.device
+
+    def train_step() -> None:
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        with autocast(precision, device):
+            logits = net(x)
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
+        opt.step()
+
+    @torch.no_grad()
+    def infer_step() -> None:
+        net.eval()
+        with autocast(precision, device):
+            net(x)
+
+    return train_step, infer_step
+
+
 def interleaved_median_seconds(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
                                device: torch.device) -> dict[str, float]:
     """Median wall time of each of ``fns`` in seconds, timed in turn (A, B, A, B, ...).

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from graphforge.api import get_converter, get_model
-from graphforge.bench.timing import median_seconds
+from graphforge.bench.timing import median_seconds, network_steps
 from graphforge.core.data import InputSpec
 from graphforge.ops import _extension
 
@@ -93,21 +93,9 @@ def run_train_benchmark(
         conv.check_input(spec)
         model = get_model("sage", **(model_options or {}))
         net = nn.Sequential(conv.build(spec), model.build(conv.output_spec(spec), num_classes)).to(dev)
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
         x = torch.randn(batch_size, *spec.shape, device=dev)
         y = torch.randint(0, num_classes, (batch_size,), device=dev)
-
-        def train_step() -> None:
-            net.train()
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(net(x), y).backward()
-            opt.step()
-
-        @torch.no_grad()
-        def infer_step() -> None:
-            net.eval()
-            net(x)
-
+        train_step, infer_step = network_steps(net, x, y)
         with knn_backend(backend):
             progress(f"bench train: {backend} on {device}: training steps ...")
             t_train = median_seconds(train_step, steps, warmup, dev)

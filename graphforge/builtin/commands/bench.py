@@ -95,6 +95,15 @@ def _bench_device(device: str) -> str:
     return device
 
 
+def _route_options(converter: str, model: str, options: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``-o KEY=VALUE`` options split between ``converter`` and ``model`` (unknown names are one-line errors)."""
+    from graphforge.config import parse_option, route_options
+    from graphforge.plugins import get_registry
+
+    entries = {"converter": get_registry("converter").get(converter), "model": get_registry("model").get(model)}
+    return route_options(dict(parse_option(o) for o in options), entries)
+
+
 @bench.command("knn")
 @click.option("-B", "--batch-sizes", callback=_int_list, help="Sets per batch, comma-separated [256,1024,4096].")
 @click.option("-N", "--set-sizes", callback=_int_list, help="Points per set [16,49,196,784].")
@@ -192,14 +201,10 @@ def bench_train(image_size: int, channels: int, batch_size: int, num_classes: in
                    f"{result['train_ratio']:.2f}x train, {result['wall_ratio']:.2f}x wall")
         click.echo(json.dumps(result))
         return
-
     from graphforge.bench import train as train_bench
-    from graphforge.config import parse_option, route_options
-    from graphforge.plugins import get_registry
 
     device = _bench_device(device)
-    entries = {"converter": get_registry("converter").get("dyn_knn"), "model": get_registry("model").get("sage")}
-    routed = route_options(dict(parse_option(o) for o in options), entries)
+    routed = _route_options("dyn_knn", "sage", options)
     results = train_bench.run_train_benchmark(
         image_size=image_size, channels=channels, batch_size=batch_size, num_classes=num_classes, steps=steps,
         warmup=warmup, device=device, backends=backends or train_bench.BACKENDS,
@@ -224,15 +229,11 @@ def bench_train(image_size: int, channels: int, batch_size: int, num_classes: in
 def bench_precision(converter: str, model: str, image_size: int, channels: int, batch_size: int, num_classes: int,
                     steps: int, warmup: int, device: str, options: tuple[str, ...]) -> None:
     """Training and inference images/s at fp32 against bf16 mixed precision (--precision bf16)."""
-
     from graphforge.bench import precision as precision_bench
     from graphforge.bench.results import machine_header
-    from graphforge.config import parse_option, route_options
-    from graphforge.plugins import get_registry
 
     device = _bench_device(device)
-    entries = {"converter": get_registry("converter").get(converter), "model": get_registry("model").get(model)}
-    routed = route_options(dict(parse_option(o) for o in options), entries)
+    routed = _route_options(converter, model, options)
     results = precision_bench.run_precision_benchmark(
         converter=converter, model=model, image_size=image_size, channels=channels, batch_size=batch_size,
         num_classes=num_classes, steps=steps, warmup=warmup, device=device,
