@@ -14,7 +14,7 @@ from graphforge.errors import ConfigError
 from graphforge.nn.fast_dropout import Dropout
 
 #: A block only pools while both sides of its output would stay at least this large,
-#: so 8x8 digits pool once (8 -> 4) and 28x28 images twice (28 -> 14 -> 7).
+#: so with three blocks 8x8 digits pool once (8 -> 4) and 28x28 images three times (28 -> 14 -> 7 -> 3).
 MIN_POOLED_SIDE = 3
 #: The last feature map is average-pooled to this grid (a coarse layout survives;
 #: measured: 0.84 vs 0.57 test accuracy with 1x1 global pooling after 4 epochs on 800 digits).
