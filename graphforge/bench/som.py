@@ -61,10 +61,10 @@ def quantization_error(weights: torch.Tensor, x: torch.Tensor) -> float:
 
 
 def _time_graphforge(x: torch.Tensor, rows: int, cols: int, epochs: int, sigma: float, lr: float, mode: str,
-                     batch_size: int, seed: int, device: torch.device) -> dict[str, Any]:
+                     batch_size: int, seed: int, device: torch.device, dtype: str) -> dict[str, Any]:
     def make() -> SelfOrganizingMap:
         return SelfOrganizingMap(rows, cols, sigma=sigma, sigma_end=1.0, lr=lr, decay="linear", mode=mode,
-                                 init="pca", batch_size=batch_size, seed=seed, device=device)
+                                 init="pca", batch_size=batch_size, seed=seed, device=device, dtype=dtype)
 
     xd = x.to(device)
     make().fit(xd[:512], 1, track=False)  # warm-up: allocator, kernels, threads
@@ -75,7 +75,7 @@ def _time_graphforge(x: torch.Tensor, rows: int, cols: int, epochs: int, sigma: 
     sync(device)
     seconds = time.perf_counter() - start
     assert som.weights is not None
-    return {"method": f"graphforge ({mode})", "device": str(device), "seconds": seconds,
+    return {"method": f"graphforge ({mode}, {dtype})", "device": str(device), "seconds": seconds,
             "seconds_per_epoch": seconds / epochs, "epochs": epochs,
             "quantization_error": quantization_error(som.weights, xd)}
 
@@ -110,6 +110,7 @@ def run_som_benchmark(
     sigma: float | None = None,
     lr: float = 0.5,
     modes: tuple[str, ...] = ("batch", "online"),
+    dtypes: tuple[str, ...] = ("float64", "float32"),
     batch_size: int = 256,
     device: str = "cpu",
     minisom: bool = True,
@@ -129,6 +130,8 @@ def run_som_benchmark(
         sigma (float, optional): Start radius. (default: ``max(rows, cols) / 2``)
         lr (float, optional): Start learning rate (online graphforge and MiniSom). (default: ``0.5``)
         modes (tuple of str, optional): graphforge training modes to time. (default: ``("batch", "online")``)
+        dtypes (tuple of str, optional): Map precisions to time, each mode in each (float64 is
+            the map's default). (default: ``("float64", "float32")``)
         batch_size (int, optional): Mini-batch of graphforge's online mode. (default: ``256``)
         device (str, optional): ``cpu``, ``cuda`` or ``auto`` for graphforge. (default: ``"cpu"``)
         minisom (bool, optional): Also time MiniSom when it is installed. (default: ``True``)
@@ -153,16 +156,17 @@ def run_som_benchmark(
     results: list[dict[str, Any]] = []
     notes: list[str] = []
     for mode in modes:
-        row = _time_graphforge(x, rows, cols, epochs, sigma, lr, mode, batch_size, seed, dev)
-        say(f"  {row['method']:<22} {row['seconds_per_epoch']:.4f} s/epoch  QE {row['quantization_error']:.4f}")
-        results.append(row)
+        for dtype in dtypes:
+            row = _time_graphforge(x, rows, cols, epochs, sigma, lr, mode, batch_size, seed, dev, dtype)
+            say(f"  {row['method']:<31} {row['seconds_per_epoch']:.4f} s/epoch  QE {row['quantization_error']:.4f}")
+            results.append(row)
     if minisom:
         m_epochs = minisom_epochs or epochs
         row = _time_minisom(x, rows, cols, m_epochs, sigma, lr, seed)
         if row is None:
             notes.append("MiniSom is not installed (pip install minisom); only graphforge was timed")
         else:
-            say(f"  {row['method']:<22} {row['seconds_per_epoch']:.4f} s/epoch  QE {row['quantization_error']:.4f}")
+            say(f"  {row['method']:<31} {row['seconds_per_epoch']:.4f} s/epoch  QE {row['quantization_error']:.4f}")
             results.append(row)
             if m_epochs != epochs:
                 notes.append(f"MiniSom ran {m_epochs} epochs, graphforge {epochs}: compare seconds per epoch only")
@@ -180,11 +184,11 @@ def format_table(result: dict[str, Any]) -> str:
     header = (f"SOM {c['grid']} on {c['data']} ({c['samples']} x {c['features']}), {c['epochs']} epochs, "
               f"{c['torch_threads']} torch threads")
     lines = [header,
-             f"{'method':<22} {'device':<7} {'s/epoch':>10} {'final QE':>10} {'speed-up':>9} {'QE ratio':>9}"]
+             f"{'method':<31} {'device':<7} {'s/epoch':>10} {'final QE':>10} {'speed-up':>9} {'QE ratio':>9}"]
     for r in result["results"]:
         speed = f"{r['speedup']:.1f}x" if "speedup" in r else "-"
         ratio = f"{r['qe_ratio']:.3f}" if "qe_ratio" in r else "-"
-        lines.append(f"{r['method']:<22} {r['device']:<7} {r['seconds_per_epoch']:>10.4f} "
+        lines.append(f"{r['method']:<31} {r['device']:<7} {r['seconds_per_epoch']:>10.4f} "
                      f"{r['quantization_error']:>10.4f} {speed:>9} {ratio:>9}")
     lines += [f"note: {n}" for n in result["notes"]]
     if any("speedup" in r for r in result["results"]):
@@ -203,6 +207,8 @@ def format_table(result: dict[str, Any]) -> str:
 @click.option("--sigma", type=float, default=None, help="Start radius [max(rows, cols) / 2].")
 @click.option("--mode", "modes", multiple=True, type=click.Choice(["batch", "online"]),
               help="graphforge modes to time (repeatable) [batch and online].")
+@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["float64", "float32"]),
+              help="Map precisions to time (repeatable) [float64 and float32].")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--skip-minisom", is_flag=True, help="Time graphforge only.")
@@ -210,7 +216,7 @@ def format_table(result: dict[str, Any]) -> str:
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def som_command(data: str, rows: int, cols: int, epochs: int, n: int, dim: int, sigma: float | None,
-                modes: tuple[str, ...], batch_size: int, device: str, skip_minisom: bool,
+                modes: tuple[str, ...], dtypes: tuple[str, ...], batch_size: int, device: str, skip_minisom: bool,
                 minisom_epochs: int | None, seed: int, as_json: bool) -> None:
     """Seconds per epoch and final quantization error: graphforge's SOM vs MiniSom."""
     from graphforge.errors import GraphforgeError
@@ -221,7 +227,7 @@ def som_command(data: str, rows: int, cols: int, epochs: int, n: int, dim: int, 
         raise click.BadParameter(f"must be > 0, got {sigma}", param_hint="--sigma")
     try:
         result = run_som_benchmark(data, rows, cols, epochs, n=n, dim=dim, sigma=sigma, modes=modes or ("batch", "online"),
-                                   batch_size=batch_size, device=device, minisom=not skip_minisom,
+                                   dtypes=dtypes or ("float64", "float32"), batch_size=batch_size, device=device, minisom=not skip_minisom,
                                    minisom_epochs=minisom_epochs, seed=seed)
     except GraphforgeError as exc:
         raise click.ClickException(str(exc)) from exc

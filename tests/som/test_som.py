@@ -104,7 +104,7 @@ def test_bmu_matches_brute_force_and_label_map_counts():
     x, y = _blobs(n_per=30)
     som = SelfOrganizingMap(4, 4, seed=0)
     history = som.fit(x, 5, y)
-    assert torch.equal(som.bmu(x), torch.cdist(x, som.weights).argmin(1))
+    assert torch.equal(som.bmu(x), torch.cdist(x.to(som.weights.dtype), som.weights).argmin(1))
     labels, counts = som.label_map(x, y)
     assert counts.shape == (16, 3) and int(counts.sum()) == len(x)
     assert torch.equal(counts.sum(1), som.hits(x))
@@ -197,7 +197,7 @@ def test_cuda_matches_cpu():
 
 def test_online_single_sample_step_is_kohonens_rule_for_the_bmu():
     """batch_size=1: the BMU moves lr of the way to the sample; a neighbour 1 - (1 - lr)^h."""
-    som = SelfOrganizingMap(1, 3, sigma=1.0, neighborhood="gaussian", mode="online", batch_size=1)
+    som = SelfOrganizingMap(1, 3, sigma=1.0, neighborhood="gaussian", mode="online", batch_size=1, dtype="float32")
     w = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
     x = torch.tensor([[0.0, 1.0]])
     h = neighborhood("gaussian", som._grid_sq, 1.0)
@@ -210,7 +210,7 @@ def test_online_single_sample_step_is_kohonens_rule_for_the_bmu():
 
 @pytest.mark.parametrize("n", [4, 40])  # fewer samples than neurons (gathered weights) and more (sums)
 def test_batch_step_is_the_neighbourhood_weighted_mean(n):
-    som = SelfOrganizingMap(2, 3, sigma=1.5)
+    som = SelfOrganizingMap(2, 3, sigma=1.5, dtype="float32")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 3, generator=g)
     w = torch.randn(6, 3, generator=g)
@@ -220,3 +220,52 @@ def test_batch_step_is_the_neighbourhood_weighted_mean(n):
     expected = (hs @ x) / hs.sum(1, keepdim=True)
     som._step_towards(w, x, bmus, h, None)
     assert torch.allclose(w, expected, atol=1e-5)
+
+
+def test_dtype_float64_by_default_float32_on_request_and_bad_values_refused():
+    x, _ = _blobs(n_per=20)
+    som = SelfOrganizingMap(3, 3, seed=0)
+    som.fit(x, 3)
+    assert som.dtype is torch.float64 and som.weights.dtype is torch.float64
+    assert som.bmu(x).dtype is torch.long
+    single = SelfOrganizingMap(3, 3, seed=0, dtype="float32")
+    single.fit(x, 3)
+    assert single.weights.dtype is torch.float32
+    # the same map up to float32 rounding on well-separated blobs
+    assert torch.equal(single.bmu(x), som.bmu(x))
+    assert torch.allclose(single.weights.double(), som.weights, atol=1e-4)
+    assert SelfOrganizingMap(2, 2, dtype=torch.float32).dtype is torch.float32
+    for bad in ("float16", "double", 64, None):
+        with pytest.raises(ConfigError, match="dtype must be one of float64, float32"):
+            SelfOrganizingMap(2, 2, dtype=bad)
+
+
+def test_float64_map_is_the_same_at_any_thread_count():
+    """Rounding must not depend on how a matrix product splits its sums over threads."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3000, 196, generator=g)
+    maps = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            som = SelfOrganizingMap(12, 12, seed=1)
+            som.fit(x, 8, track=False)
+            maps.append(som.weights)
+    finally:
+        torch.set_num_threads(before)
+    # float32 drifts here by 0.2 between 1 and 2 threads (a neuron won by other samples);
+    # float64 keeps the last-bit differences of the sums from growing
+    assert (maps[0] - maps[1]).abs().max() < 1e-12
+
+
+def test_state_dict_round_trip_keeps_the_map_dtype():
+    x, _ = _blobs(n_per=10)
+    som = SelfOrganizingMap(2, 3, seed=0)
+    som.fit(x, 2)
+    single = SelfOrganizingMap(2, 3, dtype="float32")
+    single.load_state_dict(som.state_dict())
+    assert single.weights.dtype is torch.float32
+    again = SelfOrganizingMap(2, 3)
+    again.load_state_dict(single.state_dict())
+    assert again.weights.dtype is torch.float64 and torch.equal(again.bmu(x), som.bmu(x))

@@ -85,11 +85,24 @@ def test_features_are_clamped_and_bad_options_are_clear():
                           ({"features": 0}, "features must be an integer >= 1"),
                           ({"selection": "pca"}, "selection must be one of decorrelated, residual, between, variance, norm"),
                           ({"epochs": 0}, "SOM epochs"), ({"connectivity": 6}, "connectivity must be 4 or 8"),
-                          ({"device": "tpu"}, "device must be")]:
+                          ({"device": "tpu"}, "device must be"),
+                          ({"dtype": "float16"}, "dtype must be one of float64, float32")]:
         with pytest.raises(ConfigError, match=match):
             SOMSelect(**kwargs)
     with pytest.raises(ConfigError, match="sigma must be a number > 0"):
         SOM(sigma=-0.5)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_som_dtype_option_reaches_the_map_and_the_graph_stays_float32(dtype):
+    data = synthetic_splits("images", per_class=10)
+    conv = SOM(rows=3, cols=3, epochs=2, device="cpu", dtype=dtype)
+    g = conv.convert(data)
+    assert conv._fitted().weights.dtype == getattr(torch, dtype)
+    assert g.x.dtype is torch.float32 and g.x.data_ptr() != conv._fitted().weights.data_ptr()
+    select = SOMSelect(features=5, rows=3, cols=3, epochs=2, device="cpu", dtype=dtype)
+    select.fit(data)
+    assert select.relevance("norm").dtype is torch.float32 and select.relevance("variance").dtype is torch.float32
 
 
 def test_bad_options_leave_no_run_directory(tmp_path):
