@@ -24,7 +24,9 @@ writers stream the edges in blocks, so memory stays O(E) for a million-node grap
 
 from __future__ import annotations
 
+import operator
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +281,13 @@ def _load_pt(path: Path, fmt: str) -> Any:
     edge_index = tensors.pop("edge_index", None)
     if not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise DataError(f"{path}: edge_index must be a [2, E] tensor")
-    n = int(obj.get("num_nodes", 0))
+    raw = obj.get("num_nodes", 0)
+    try:
+        n = operator.index(raw)
+    except TypeError:
+        n = -1
+    if isinstance(raw, bool) or n < 0:
+        raise DataError(f"{path}: num_nodes must be an integer >= 0, got {raw!r}")
     _check_edges(edge_index, n, path)
     return _data(n, edge_index, **tensors)
 
@@ -299,6 +307,10 @@ def _tensor(column: Any, dtype: Any) -> torch.Tensor:
 
 
 def _from_tables(path: Path, fmt: str, edges: Any) -> Any:
+    missing = [c for c in ("src", "dst") if c not in edges.columns]
+    if missing:
+        raise DataError(f"{path} is missing column(s) {', '.join(missing)}: a graph's edge table has columns "
+                        f"src,dst[,weight]; found {','.join(map(str, edges.columns)) or 'none'}")
     nodes = _nodes_frame(path, fmt)
     src = _tensor(edges["src"], np.int64)
     dst = _tensor(edges["dst"], np.int64)
@@ -337,6 +349,8 @@ def _load_parquet(path: Path, fmt: str) -> Any:
 def _load_npz(path: Path, fmt: str) -> Any:
     from scipy.sparse import csr_matrix
 
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not a valid .npz (zip) file")
     with np.load(path, allow_pickle=False) as f:
         adj = csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"])).tocoo()
         attrs: dict[str, Any] = {}

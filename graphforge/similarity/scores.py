@@ -366,12 +366,16 @@ def dataset_scores(
         limit_train, limit_test: As ``--limit-train`` / ``--limit-test`` of a run.
 
     Raises:
-        ConfigError: For a bad option, a graph option (metric, threshold, ...) in
-            ``options``, or an impossible target degree.
+        ConfigError: For an unknown metric (checked before any data is loaded), a bad
+            option, a graph option (metric, threshold, ...) in ``options``, or an impossible
+            target degree.
     """
     from graphforge.config import RunConfig
     from graphforge.engine.runner import load_data, plan_run
 
+    metrics = [check_graph_options(m, "knn", 1, None, "similarity", "auto") for m in metrics]  # before any loading
+    if not metrics:
+        raise ConfigError("no metric given")
     options = dict(options or {})
     graph_only = graph_choice_options(options)
     if graph_only:

@@ -186,7 +186,13 @@ class ResultsFile:
         if not self.path.exists():
             write_text(self.path, self._header())
             return []
-        text = self.path.read_text(encoding="utf-8")
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{self.path} is not a sweep's results file: it is not UTF-8 text "
+                            f"(byte {exc.start}: {exc.reason}); not resuming") from None
+        except OSError as exc:
+            raise DataError(f"{self.path} is unreadable ({exc.strerror or exc}); not resuming") from None
         if text and not text.endswith("\n"):
             cut = text.rfind("\n") + 1
             log.warning("%s: dropping an incomplete last line (the sweep was stopped while writing it): %r",
@@ -197,11 +203,15 @@ class ResultsFile:
             write_text(self.path, self._header())
             return []
         reader = csv.DictReader(io.StringIO(text))
-        legacy = tuple(reader.fieldnames or ()) in _LEGACY_COLUMNS
-        if tuple(reader.fieldnames or ()) != RESULT_COLUMNS and not legacy:
-            raise DataError(f"{self.path} does not have the columns of a sweep's results: expected "
-                            f"{','.join(RESULT_COLUMNS)}, found {','.join(reader.fieldnames or ())}")
-        rows = list(reader)
+        try:
+            legacy = tuple(reader.fieldnames or ()) in _LEGACY_COLUMNS
+            if tuple(reader.fieldnames or ()) != RESULT_COLUMNS and not legacy:
+                raise DataError(f"{self.path} does not have the columns of a sweep's results: expected "
+                                f"{','.join(RESULT_COLUMNS)}, found {','.join(reader.fieldnames or ())}")
+            rows = list(reader)
+        except csv.Error as exc:
+            raise DataError(f"{self.path} is not a sweep's results file: line {reader.line_num}: {exc}; "
+                            "not resuming") from None
         if legacy:  # an older sweep: same rows, with the (empty) newer columns added
             self.rewrite(rows)
         seen: dict[SweepKey, int] = {}
@@ -254,14 +264,28 @@ def _describe_difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
     return "; ".join(f"{n} {saved.get(n)!r} (now {now.get(n)!r})" for n in names if saved.get(n) != now.get(n))
 
 
+def _is_sweep_record(saved: Any) -> bool:
+    """Whether ``saved`` (parsed ``sweep.json``) has the shape :func:`_open_sweep` writes."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
+        return False
+    grid = saved.get("grid") or {}
+    return isinstance(grid, dict) and all(isinstance(v, list) for v in grid.values())
+
+
 def _open_sweep(out: Path, settings: dict[str, Any], grid: dict[str, Any]) -> None:
     """Create ``sweep.json``, or check it (refusing other settings) and add the new grid values."""
     path = out / SETTINGS_FILE
     if path.exists():
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path} is not a sweep's settings file: it is not UTF-8 text "
+                            f"(byte {exc.start}: {exc.reason}); not resuming") from None
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"{path} is unreadable ({exc}); not resuming") from None
+        if not _is_sweep_record(saved):
+            raise DataError(f"{path} is not a sweep's settings file (expected a JSON object with "
+                            "\"settings\" and \"grid\" objects); not resuming")
         if saved.get("settings") != settings:
             raise ConfigError(
                 f"{out} holds a sweep with other settings: {_describe_difference(saved.get('settings') or {}, settings)}. "

@@ -249,6 +249,14 @@ def test_unreadable_files(tmp_path, name, content, match):
         load(tmp_path / name)
 
 
+def test_ragged_csv_is_a_one_line_error(tmp_path):
+    (tmp_path / "emb.csv").write_text("a,b,label\n1,2,0\n3,4,5,6\n1,1,1\n")
+    with pytest.raises(DataError) as info:
+        load(tmp_path / "emb.csv")
+    message = str(info.value)
+    assert "\n" not in message and message.endswith("Expected 3 fields in line 3, saw 4)"), message
+
+
 def test_npy_must_be_2d(tmp_path):
     np.save(tmp_path / "emb.npy", np.zeros(10))
     with pytest.raises(DataError, match="1-D array .*expected 2-D"):

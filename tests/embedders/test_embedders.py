@@ -2,6 +2,8 @@
 
 import json
 import logging
+import os
+import pickle
 import re
 import urllib.error
 from pathlib import Path
@@ -275,6 +277,34 @@ def test_corrupt_cache_file_is_recomputed(tmp_path, images, caplog):
         assert torch.equal(out, expected) and "unusable" in caplog.text
     assert emb._calls == 1 + len(bad_files)
     assert torch.equal(torch.load(path, weights_only=True)["embeddings"], expected)  # rewritten
+
+
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (os.getpid, ())  # harmless, and never called: the cache refuses it
+
+
+def test_unsafe_or_garbage_cache_file_is_a_one_line_warning(tmp_path, images, caplog, recwarn):
+    emb = CountingPixels()
+    expected = cached_embed(emb, images, device="cpu", batch_size=2, cache_dir=tmp_path)
+    path = tmp_path / f"{embedding_key(emb, images)}.pt"
+    evil = tmp_path / "evil.pt"
+    torch.save({"x": _RunsCodeWhenUnpickled()}, evil)
+    cases = ((bytes(range(256)) * 2, "corrupt or unsafe"),
+             (pickle.dumps(_RunsCodeWhenUnpickled(), protocol=4), "corrupt or unsafe"),
+             (evil.read_bytes(), f"it references {os.getpid.__module__}.getpid, refused as unsafe"))
+    for content, message in cases:
+        path.write_bytes(content)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="graphforge"):
+            out = cached_embed(emb, images, device="cpu", batch_size=2, cache_dir=tmp_path)
+        assert torch.equal(out, expected)
+        (record,) = caplog.records
+        text = record.getMessage()
+        assert "\n" not in text and "weights_only" not in text and "trusted source" not in text, text
+        assert text.startswith(f"embedding cache file {path} is unusable (UnpicklingError: "), text
+        assert message in text and text.endswith("; recomputing"), text
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
 
 
 def test_cache_can_be_off_and_defaults_to_graphforge_cache(tmp_path, monkeypatch, images):

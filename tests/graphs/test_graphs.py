@@ -154,6 +154,38 @@ def test_errors(sim_graph, tmp_path):
         build_graph("similarity", dataset="mnist")
 
 
+def _write_pt(path, num_nodes, edge_index):
+    torch.save({"format": gio.GRAPH_FILE_FORMAT, "version": 1, "num_nodes": num_nodes,
+                "tensors": {"edge_index": edge_index}}, path)
+
+
+def test_malformed_graph_files_name_the_problem(tmp_path):
+    (tmp_path / "cols.csv").write_text("a,b,c\n0,1,2\n")
+    (tmp_path / "dst.csv").write_text("src,c\n0,1\n")
+    (tmp_path / "rand.npz").write_bytes(bytes(range(256)))
+    (tmp_path / "zipish.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    _write_pt(tmp_path / "neg.pt", -5, torch.tensor([[0], [1]]))
+    _write_pt(tmp_path / "neg_no_edges.pt", -5, torch.zeros(2, 0, dtype=torch.long))
+    _write_pt(tmp_path / "text.pt", "x", torch.tensor([[0], [1]]))
+    cases = [
+        ("cols.csv", " is missing column(s) src, dst: a graph's edge table has columns src,dst[,weight]; found a,b,c"),
+        ("dst.csv", " is missing column(s) dst: a graph's edge table has columns src,dst[,weight]; found src,c"),
+        ("rand.npz", " is not a valid .npz (zip) file"),
+        ("zipish.npz", " is not a valid .npz (zip) file"),
+        ("neg.pt", ": num_nodes must be an integer >= 0, got -5"),
+        ("neg_no_edges.pt", ": num_nodes must be an integer >= 0, got -5"),
+        ("text.pt", ": num_nodes must be an integer >= 0, got 'x'"),
+    ]
+    for name, message in cases:
+        with pytest.raises(DataError) as info:
+            load_graph(tmp_path / name)
+        assert str(info.value) == f"{tmp_path / name}{message}", name
+    load_plugin_commands()
+    res = CliRunner().invoke(cli, ["graph", "stats", str(tmp_path / "cols.csv")])
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'cols.csv'}{cases[0][1]}"], res.output
+
+
 def test_cli(tmp_path):
     load_plugin_commands()
     runner = CliRunner()

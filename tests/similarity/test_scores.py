@@ -176,3 +176,14 @@ def test_scores_cli_user_errors(runner, tmp_path, args, message):
     res = runner.invoke(cli, ["scores", "--out", str(tmp_path / "s"), "-o", "cache=false", *args])
     assert res.exit_code == 1 and message in res.output, res.output
     assert not (tmp_path / "s").exists()
+
+
+def test_scores_cli_refuses_an_unknown_metric_before_loading_any_data(runner, tmp_path, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the metric names were checked")
+
+    monkeypatch.setattr("graphforge.engine.runner.load_data", no_loading)
+    res = runner.invoke(cli, ["scores", "--out", str(tmp_path / "s"), "--metric", "cosine", "--metric", "cosin"])
+    errors = [line for line in res.output.splitlines() if line.startswith("Error")]
+    assert res.exit_code == 1 and len(errors) == 1 and "unknown metric 'cosin'" in errors[0], res.output
+    assert "embeddings of" not in res.output and not (tmp_path / "s").exists()

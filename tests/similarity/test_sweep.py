@@ -223,6 +223,24 @@ def test_a_sweep_written_before_the_degree_column_resumes(runner, grid, tmp_path
     assert list(read_rows(out)[0]) == list(RESULT_COLUMNS) and read_rows(out) == rows
 
 
+@pytest.mark.parametrize("name,content,message", [
+    ("results.csv", bytes(range(128, 188)), "results.csv is not a sweep's results file: it is not UTF-8 text"),
+    ("sweep.json", bytes(range(128, 188)), "sweep.json is not a sweep's settings file: it is not UTF-8 text"),
+    ("sweep.json", b"[1, 2]", "sweep.json is not a sweep's settings file (expected a JSON object"),
+    ("sweep.json", b'{"settings": 5}', "sweep.json is not a sweep's settings file (expected a JSON object"),
+    ("sweep.json", b'{"settings": {}, "grid": {"seeds": 3}}', "sweep.json is not a sweep's settings file"),
+], ids=["binary results", "binary settings", "settings a list", "settings not an object", "grid not lists"])
+def test_resume_refuses_sweep_files_that_are_not_text_or_not_a_sweep(runner, grid, tmp_path, name, content,
+                                                                      message):
+    out = tmp_path / "copy"
+    shutil.copytree(grid[0], out)
+    (out / name).write_bytes(content)
+    _, res = sweep(runner, out, *GRID, expect=1)
+    errors = [line for line in res.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in res.output, res.output
+    assert (out / name).read_bytes() == content
+
+
 @pytest.mark.parametrize("args,message", [
     (["--threshold", "0.9", "--k", "5"], "not --threshold and --k"),
     ([], "the --threshold values, the --k values or the --degree values"),

@@ -109,7 +109,8 @@ def read_table(path: Path) -> Table:
     except DataError:
         raise
     except Exception as exc:  # pandas, pyarrow and numpy raise many error types
-        raise DataError(f"embeddings: cannot read {path} ({type(exc).__name__}: {exc})") from None
+        reason = " ".join(str(exc).split())  # pandas' messages may span lines or end with a newline
+        raise DataError(f"embeddings: cannot read {path} ({type(exc).__name__}: {reason})") from None
     frame.columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise DataError(f"embeddings: {path} has no rows")
