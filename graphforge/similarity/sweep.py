@@ -353,11 +353,11 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return float(a.mean()), float(a.std(ddof=0)) if len(a) > 1 else 0.0
 
 
 def summarize_results(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation over seeds per (metric, mode, param, model).
+    """Mean and standard deviation (population, as `bench results`) over seeds per (metric, mode, param, model).
 
     Failed rows are counted (``failed``) but not averaged.
     """
@@ -446,7 +446,7 @@ def write_summary(out: Path, rows: Sequence[dict[str, str]], settings: dict[str,
     training = ", ".join(f"{k} {settings[k]}" for k in ("epochs", "lr", "patience", "limit_train", "limit_test")
                          if settings.get(k) is not None) or "the engine's defaults"
     md = (f"# Similarity sweep on {settings.get('dataset')}\n\n"
-          f"Options: {options}. Training: {training}. Mean ± sample standard deviation over seeds; "
+          f"Options: {options}. Training: {training}. Mean ± standard deviation over seeds (population); "
           "failed runs are counted, not averaged.\n\n"
           f"{summary_table(summary, markdown=True)}\n{describe_best(best_row(summary))}\n")
     write_text(out / "summary.md", md)

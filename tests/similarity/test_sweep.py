@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -274,3 +275,22 @@ def test_grid_keys_cover_the_product():
     assert {(k.metric, k.param, k.seed, k.model) for k in keys} == set(
         itertools.product(["cosine", "linf"], [5, 10], [0, 1, 2], ["gcn", "mlp"]))
     assert [k.model for k in keys[:2]] == ["gcn", "mlp"]  # models vary fastest: one graph, every model
+
+
+def test_summary_std_over_seeds_is_the_population_std_as_in_bench_results():
+    """One vocabulary: ``±`` over seeds is the same statistic in a sweep and in ``bench results``."""
+    from graphforge.bench.results import summarize
+    from graphforge.similarity.sweep import summarize_results
+
+    accs = [0.80, 0.90, 0.85]
+    rows = [{**dict.fromkeys(RESULT_COLUMNS, ""), "metric": "cosine", "mode": "knn", "k": "5", "seed": str(s),
+             "model": "gcn", "status": "ok", "val_accuracy": str(a), "test_accuracy": str(a)}
+            for s, a in enumerate(accs)]
+    (entry,) = summarize_results(rows)
+    bench = summarize([{"group": "g", "cell": "c", "seed": str(s), "status": "ok", "val_accuracy": str(a),
+                        "test_accuracy": str(a), "sklearn_test_accuracy": "", "train_seconds": "1",
+                        "wall_seconds": "1", "extra": "{}", "command": "x", "error": ""}
+                       for s, a in enumerate(accs)])[0]
+    population = float(np.std(accs))
+    assert entry["test_accuracy_std"] == pytest.approx(population)
+    assert bench["test_std"] == pytest.approx(population) and bench["val_std"] == pytest.approx(population)
