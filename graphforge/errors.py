@@ -22,6 +22,17 @@ class DataError(GraphforgeError, ValueError):
     """Input data is missing, malformed or inconsistent."""
 
 
+class OutputError(GraphforgeError, OSError):
+    """A file could not be written (disk full, read-only filesystem, no permission).
+
+    An :class:`OSError` still (``errno`` and ``strerror`` are the system's), whose message
+    names the file and the reason.
+    """
+
+    def __str__(self) -> str:  # OSError would print "[Errno N] ..." instead of the message
+        return str(self.args[0])
+
+
 class PluginError(GraphforgeError):
     """A plugin is misbehaving (e.g. two plugins claim the same name)."""
 

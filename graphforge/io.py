@@ -6,12 +6,14 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 import yaml
+
+from graphforge.errors import OutputError
 
 
 def _file_mode() -> int:
@@ -24,24 +26,43 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
+def cannot_write(path: str | os.PathLike[str], exc: OSError) -> OutputError:
+    """``exc``, raised while writing ``path``, as a one-line :class:`OutputError` naming both."""
+    if isinstance(exc, OutputError):
+        return exc
+    error = OutputError(f"cannot write {path}: {exc.strerror or exc}")
+    error.errno, error.strerror, error.filename = exc.errno, exc.strerror, os.fspath(path)
+    return error
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     The temporary file is removed if the block raises, so ``path`` is either the
     old file or the complete new one, never something in between.
+
+    Raises:
+        OutputError: For any :class:`OSError` while the file is written (a full disk, a
+            read-only filesystem), naming ``path`` and the reason.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, _FILE_MODE)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise cannot_write(target, exc) from None
+    tmp_path = Path(tmp)
+    try:
+        os.chmod(tmp_path, _FILE_MODE)
         yield tmp_path
         os.replace(tmp_path, target)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as exc:
+        with suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise cannot_write(target, exc) from None
         raise
 
 
@@ -69,8 +90,32 @@ def write_yaml(path: str | os.PathLike[str], obj: Any) -> None:
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
     """``torch.save`` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        out = _WriteRecorder(fh)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:  # torch reports a failed write (a full disk) as "unexpected pos ..."
+            if out.error is None:
+                raise
+            raise out.error from None
+
+
+class _WriteRecorder:
+    """A binary file's ``write`` and ``flush`` that keep the :class:`OSError` a write raised."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
 
 
 def _json_default(obj: Any) -> Any:
@@ -112,7 +157,10 @@ def directory_lock(directory: str | os.PathLike[str], what: str) -> Iterator[Non
         yield
         return
     path = Path(directory) / LOCK_FILE
-    fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+    try:
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -123,8 +171,8 @@ def directory_lock(directory: str | os.PathLike[str], what: str) -> Iterator[Non
                               "wait for it to finish or choose another directory") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+        with suppress(OSError):  # the pid only names the holder: a full disk does not stop the lock
+            os.write(fh.fileno(), str(os.getpid()).encode())
         try:
             yield
         finally:

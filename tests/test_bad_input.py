@@ -3,6 +3,8 @@ graphforge's own exceptions, never a traceback, and leaves no run directory behi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,57 @@ def test_resume_with_options_that_do_not_match_the_checkpoint(finished_run):
     assert result.exit_code == 1 and "do not match" in result.output, result.output
     with pytest.raises(GraphforgeError, match="do not match"):
         graphforge.load_run(finished_run)
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "two"
+    graphforge.run("none", "mlp", epochs=2, out=str(out), plots=False, limit_train=60, options={"hidden": 32})
+    return out
+
+
+RESUME_CONFLICTS = [
+    ("another model", ["--model", "cnn", "--epochs", "2"], "--model 'cnn' differs from the run's model 'mlp'"),
+    ("another dataset", ["--dataset", "cifar10"], "--dataset 'cifar10' differs from the run's dataset 'digits'"),
+    ("another option value", ["-o", "hidden=64"], "-o hidden=64 differs from the run it resumes (the run's is 32)"),
+    ("another seed", ["--seed", "3"], "--seed 3 differs from the run's seed 0"),
+    ("out elsewhere", ["--out", "ELSEWHERE"], "cannot be combined with --resume"),
+    ("fewer epochs than done", ["--epochs", "1"], "--epochs 1 is fewer than the 2 epochs"),
+]
+
+
+@pytest.mark.parametrize(("label", "args", "message"), RESUME_CONFLICTS, ids=[c[0] for c in RESUME_CONFLICTS])
+def test_resume_refuses_options_that_contradict_the_run(label, args, message, two_epoch_run, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    args = [str(elsewhere) if a == "ELSEWHERE" else a for a in args]
+    kept = {f.name: f.read_bytes() for f in two_epoch_run.iterdir() if f.is_file() and not f.name.startswith(".")}
+    result = CliRunner().invoke(cli, ["run", "--resume", str(two_epoch_run), *args])
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and message in errors[0], (label, result.output)
+    assert {name: (two_epoch_run / name).read_bytes() for name in kept} == kept, label
+    assert not elsewhere.exists()
+
+
+def test_resume_accepts_the_runs_own_options(finished_run):
+    result = CliRunner().invoke(cli, ["run", "--resume", str(finished_run), "--model", "mlp", "--dataset", "digits",
+                                      "--out", str(finished_run), "--epochs", "2", "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [h["epoch"] for h in json.loads((finished_run / "history.json").read_text())] == [1, 2]
+
+
+def test_more_threads_than_cpus_warns_once(tmp_path):
+    from graphforge.engine.threads import available_cpus
+
+    before = torch.get_num_threads()
+    try:
+        with pytest.warns(UserWarning, match=rf"--threads {available_cpus() + 1} exceeds the {available_cpus()} "
+                                             r"CPU\(s\) this process may use") as caught:
+            graphforge.run("none", "mlp", epochs=1, out=str(tmp_path / "t"), plots=False, limit_train=60,
+                           threads=available_cpus() + 1)
+    finally:
+        torch.set_num_threads(before)
+    assert len([w for w in caught if "--threads" in str(w.message)]) == 1
 
 
 API_CASES = [

@@ -143,3 +143,29 @@ def test_a_run_loads_and_resumes_as_trained_after_a_default_changes(tmp_path, mo
     assert np.allclose(loaded.predict_proba(x), before)
     resumed = graphforge.run(resume=run, epochs=2)
     assert resumed.metrics["epochs"] == 2
+
+
+@pytest.mark.parametrize("cut", ["empty", "truncated"])
+def test_resume_from_an_empty_or_truncated_last_pt_is_one_short_line(mlp_run, tmp_path, cut):
+    import shutil
+
+    run = tmp_path / cut
+    shutil.copytree(mlp_run, run)
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(b"" if cut == "empty" else data[: len(data) // 2])
+    result = CliRunner().invoke(cli, ["run", "--resume", str(run), "--epochs", "3"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: cannot read {run / 'last.pt'}: not a complete checkpoint (truncated or empty)"]
+
+
+def test_an_unreadable_checkpoint_names_the_exception_and_its_first_sentence(mlp_run, monkeypatch):
+    def damaged(*args, **kwargs):
+        raise RuntimeError("PytorchStreamReader failed reading file data/0: invalid header or archive is corrupted. "
+                           "This is an internal miniz error. If you are seeing this error, ...\nmore advice")
+
+    monkeypatch.setattr(torch, "load", damaged)
+    with pytest.raises(DataError) as caught:
+        safe_load(mlp_run / "checkpoint.pt")
+    assert str(caught.value) == (f"cannot read {mlp_run / 'checkpoint.pt'}: RuntimeError: PytorchStreamReader "
+                                 "failed reading file data/0: invalid header or archive is corrupted")

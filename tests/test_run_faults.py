@@ -11,10 +11,13 @@ import sys
 import time
 
 import pytest
+from click.testing import CliRunner
 
 import graphforge
+import graphforge.io as gio
+from graphforge.cli.main import cli
 from graphforge.engine.checkpoint import safe_load
-from graphforge.errors import ConfigError
+from graphforge.errors import ConfigError, DataError
 
 ARGS = ["--converter", "none", "--model", "mlp", "--limit-train", "200", "--limit-test", "40", "--no-plots",
         "-o", "hidden=32", "--batch-size", "16", "--patience", "0", "--threads", "1", "-q"]
@@ -144,6 +147,8 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_epoch_1(tmp_path)
     run = graphforge.run("none", "mlp", epochs=2, out=str(tmp_path / "early"), plots=False, limit_train=60)
     for name in ("last.pt", "checkpoint.pt", "history.json", "history.csv", "metrics.json"):
         (run.run_dir / name).unlink()
+    status = json.loads((run.run_dir / "run.json").read_text())  # a killed run still says "running"
+    (run.run_dir / "run.json").write_text(json.dumps({**status, "status": "running"}))
     resumed = graphforge.run(resume=run.run_dir)
     assert resumed.metrics["epochs"] == 2 and [h["epoch"] for h in resumed.history] == [1, 2]
 
@@ -191,3 +196,49 @@ def test_resume_on_a_read_only_run_directory_is_a_clear_error(tmp_path, monkeypa
     with pytest.raises(ConfigError, match="cannot write to run directory .*Read-only file system"):
         graphforge.run(resume=run.run_dir, epochs=2)
     assert (run.run_dir / "last.pt").read_bytes() == before
+
+
+def test_a_trained_run_without_last_pt_is_refused_not_retrained(tmp_path):
+    run = graphforge.run("none", "mlp", epochs=2, out=str(tmp_path / "lost"), plots=False, limit_train=60)
+    (run.run_dir / "last.pt").unlink()
+    kept = {name: (run.run_dir / name).read_bytes() for name in ("checkpoint.pt", "metrics.json", "run.json")}
+    with pytest.raises(DataError, match=r"last.pt is missing, but the run completed"):
+        graphforge.run(resume=run.run_dir)
+    status = json.loads(kept["run.json"])
+    (run.run_dir / "run.json").write_text(json.dumps({**status, "status": "interrupted"}))
+    kept["run.json"] = (run.run_dir / "run.json").read_bytes()
+    with pytest.raises(DataError, match=r"the run has finished epochs \(history.json\)"):
+        graphforge.run(resume=run.run_dir, epochs=3)
+    assert {name: (run.run_dir / name).read_bytes() for name in kept} == kept
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("status_too", [False, True], ids=["last.pt", "last.pt-and-run.json"])
+def test_a_full_disk_is_one_line_error_and_leaves_no_partial_file(tmp_path, monkeypatch, status_too):
+    """From the first write of last.pt on, writes go to /dev/full (ENOSPC, as on a full disk);
+    with ``status_too`` the failed status cannot be recorded either."""
+    real_open = open
+    full = []
+
+    def filling_open(file, mode="r", *args, **kwargs):
+        name = os.path.basename(os.fspath(file))
+        if name.startswith(".last.pt."):
+            full.append(name)
+        if full and "w" in mode and (status_too or name.startswith(".last.pt.")):
+            return real_open("/dev/full", mode, *args, **kwargs)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(gio, "open", filling_open, raising=False)
+    out = tmp_path / "full"
+    res = CliRunner().invoke(cli, ["run", "--epochs", "1", "--limit-train", "60", "--limit-test", "20", "--no-plots",
+                                   "--out", str(out)])
+    assert res.exit_code == 1 and not isinstance(res.exception, OSError), res.output
+    assert "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("Error")]
+    assert errors == [f"Error: cannot write {out / 'last.pt'}: No space left on device"], res.output
+    assert not (out / "last.pt").exists() and not list(out.glob(".*.tmp"))
+    status = json.loads((out / "run.json").read_text())
+    if status_too:  # best effort: the old status stays, with a warning, and no second traceback
+        assert status["status"] == "running" and "run.json could not be updated" in res.output
+    else:
+        assert status["status"] == "failed" and "No space left on device" in status["error"]

@@ -125,8 +125,6 @@ def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], 
       graphforge run --converter none --model mlp -o hidden=128 --epochs 20 --json
       graphforge run --converter similarity --model gcn --metric cosine --threshold 0.8
     """
-    if nproc is not None:
-        _relaunch(nproc)
     from graphforge.api import run as api_run
     from graphforge.config import load_config_file, parse_option
     from graphforge.engine.distributed import current
@@ -148,6 +146,8 @@ def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], 
     for key, value in (("metric", metric), ("threshold", threshold)):
         if value is not None:
             merged[f"converter.{key}"] = value
+    if nproc is not None:
+        _relaunch(nproc, settings, merged, resume)
     result = api_run(options=merged, resume=resume, progress=sys.stderr.isatty() and not quiet, **settings)
     if not current().main:  # under torchrun only rank 0 answers
         return
@@ -165,15 +165,16 @@ def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], 
         )
 
 
-def _relaunch(nproc: int) -> None:
-    """Run this very command again as ``nproc`` processes under torch's launcher, then exit with its code."""
-    import os
-    import subprocess
-
-    from graphforge.engine.distributed import launched_by_torchrun
+def _relaunch(nproc: int, settings: dict[str, Any], options: dict[str, Any], resume: Path | None) -> None:
+    """Check the run as a single process would, then run this very command again as ``nproc``
+    processes under torch's launcher and exit with its code."""
+    from graphforge.config import RunConfig
+    from graphforge.engine.distributed import launch, launched_by_torchrun
+    from graphforge.engine.runner import check_run
 
     if launched_by_torchrun():
         raise click.UsageError("--nproc starts torchrun itself; do not combine it with torchrun")
+    check_run(RunConfig.from_dict({**settings, "options": options}), resume=resume)  # a bad option: one error
     args = sys.argv[1:]
     cut = []
     skip = False
@@ -187,10 +188,9 @@ def _relaunch(nproc: int) -> None:
         if a.startswith("--nproc="):
             continue
         cut.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "graphforge", *cut]
-    click.echo(f"launching {nproc} processes: {' '.join(cmd[1:])}", err=True)
-    sys.exit(subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}))
+    click.echo(f"launching {nproc} processes: torchrun --standalone --nproc-per-node={nproc} -m graphforge "
+               f"{' '.join(cut)}", err=True)
+    sys.exit(launch(nproc, ["-m", "graphforge", *cut]))
 
 
 # -------------------------------------------------------------------------- list

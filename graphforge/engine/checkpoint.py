@@ -72,8 +72,23 @@ def safe_load(path: str | Path) -> Any:
                             "the file is damaged or not from graphforge") from None
         raise DataError(f"cannot read {path}: it is damaged or not a torch file") from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
-        reason = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
-        raise DataError(f"cannot read {path}: {reason}") from None
+        raise DataError(f"cannot read {path}: {_load_failure(exc)}") from None
+
+
+#: What torch says about a file that ends too soon (an empty or cut-off zip archive).
+_INCOMPLETE = ("failed finding central directory", "unexpected EOF", "Ran out of input")
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load`` failed, in a few words: an incomplete file as such, else the exception's
+    type and the first sentence of its message (torch appends a paragraph of advice)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    first = " ".join(str(exc).strip().split("\n")[0].split())
+    if isinstance(exc, EOFError) or any(words in first for words in _INCOMPLETE):
+        return "not a complete checkpoint (truncated or empty)"
+    first = first.split(". ")[0].rstrip(".")[:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def make_checkpoint(family: str, meta: dict[str, Any], state: dict[str, Any], *, epoch: int = 1,

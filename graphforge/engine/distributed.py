@@ -215,3 +215,58 @@ def translate_failure(exc: BaseException, info: DistInfo) -> BaseException:
         return RankFailure(f"rank {info.rank} lost contact with the other ranks ({text[:160]}); the run directory "
                            "keeps the last finished epoch: relaunch with the same torchrun command and --resume DIR")
     return exc
+
+
+#: The launcher's loggers: its warnings and tracebacks about a failed rank repeat, in 40 lines,
+#: the one-line error the rank printed itself.
+_LAUNCHER_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run ``python ARGS`` (``["-m", "graphforge", ...]``) as ``nproc`` local processes under torch's launcher (``torchrun
+    --standalone``) in this process; return the exit status.
+
+    The ranks print their own errors; when one fails this adds one line (which rank, its exit
+    status) in place of the launcher's log and traceback.
+
+    Raises:
+        ConfigError: If the launcher itself cannot start the processes.
+        KeyboardInterrupt: If this process gets SIGINT or SIGTERM while they run.
+    """
+    import signal
+
+    import click
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    loggers = [logging.getLogger(name) for name in _LAUNCHER_LOGGERS]
+    kept = [(lg.propagate, lg.handlers[:]) for lg in loggers]
+    omp = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = omp or "1"  # torchrun's default for its ranks, without its warning
+    for lg in loggers:
+        lg.propagate = False
+        lg.handlers[:] = [logging.NullHandler()]
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", *args]))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = failure.exitcode
+        how = (f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
+               else f"exited with status {code}")
+        click.echo(f"Error: torchrun: rank {rank} (pid {failure.pid}) {how} ({len(exc.failures)} of {nproc} "
+                   "processes failed); its error is printed above", err=True)
+        return code if code > 0 else 1
+    except SignalException as exc:
+        from graphforge.engine.runner import Terminated
+
+        raise (Terminated(str(exc)) if exc.sigval == signal.SIGTERM else KeyboardInterrupt(str(exc))) from None
+    except Exception as exc:  # noqa: BLE001 - the launcher's own failure (rendezvous, ports) is one line
+        raise ConfigError(f"torchrun could not start {nproc} processes: "
+                          f"{' '.join(str(exc).split())[:200] or type(exc).__name__}") from None
+    finally:
+        for lg, (propagate, handlers) in zip(loggers, kept, strict=True):
+            lg.propagate, lg.handlers[:] = propagate, handlers
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+    return 0

@@ -8,12 +8,15 @@ is created.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import inspect
 import logging
 import platform
 import signal
 import threading
 import time
+import warnings
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +40,11 @@ from graphforge.engine.families import (  # noqa: F401  (build_network, sample_f
     sample_features,
 )
 from graphforge.engine.metrics import report_text, summarize
-from graphforge.engine.rundir import LAST_CHECKPOINT, RunDirectory, default_run_path
+from graphforge.engine.rundir import HISTORY_JSON, LAST_CHECKPOINT, STATUS_FILE, RunDirectory, default_run_path
 from graphforge.engine.runtime import resolve_device, seed_everything
-from graphforge.engine.threads import ThreadPolicy
-from graphforge.errors import ConfigError, GraphforgeError
-from graphforge.io import write_json, write_text
+from graphforge.engine.threads import ThreadPolicy, available_cpus
+from graphforge.errors import ConfigError, DataError, GraphforgeError, OutputError
+from graphforge.io import cannot_write, write_json, write_text
 from graphforge.plugins import get_registry
 
 log = logging.getLogger("graphforge")
@@ -152,11 +155,111 @@ def built_options(checkpoint: dict[str, Any]) -> dict[str, dict[str, Any]] | Non
     return options if isinstance(options, dict) else None
 
 
-def _saved_options(rundir: RunDirectory) -> dict[str, dict[str, Any]] | None:
-    """The plugin options a resumed run was trained with (its last checkpoint's), if it has them."""
+#: Fields a resumed run takes from ``config`` when they are given (not their defaults): they
+#: change how it runs, not what it trains. ``epochs`` may grow; every other field stays the run's.
+RESUME_RUNTIME_FIELDS = ("device", "threads", "plots", "download", "data_root")
+
+
+def _last_checkpoint(rundir: RunDirectory) -> dict[str, Any] | None:
+    """A resumed run's ``last.pt``, or ``None`` if it has none."""
     if not rundir.file(LAST_CHECKPOINT).is_file():
-        return None  # the trainer says that nothing can be resumed
-    return built_options(rundir.load_checkpoint(LAST_CHECKPOINT))
+        return None
+    return rundir.load_checkpoint(LAST_CHECKPOINT)
+
+
+def _own_option(key: str, own: dict[str, Any], pinned: dict[str, dict[str, Any]] | None) -> Any:
+    """The value a run was built with for option ``key`` (its config's, else its checkpoint's)."""
+    if key in own:
+        return own[key]
+    role, dot, name = key.partition(".")
+    for r, values in (pinned or {}).items():
+        if isinstance(values, dict) and (name in values if dot and r == role else not dot and key in values):
+            return values[name if dot else key]
+    return _NOT_PLAIN
+
+
+def resumed_config(config: RunConfig, rundir: RunDirectory, last: dict[str, Any] | None = None) -> RunConfig:
+    """The config a resumed run continues with: its own ``config.yaml``, with the
+    :data:`RESUME_RUNTIME_FIELDS` and the ``epochs`` that ``config`` gives.
+
+    Every other field of ``config`` must be its default or the run's own value.
+
+    Args:
+        config: The config asked for now.
+        rundir: The run to resume.
+        last: Its ``last.pt`` (the epochs it finished, the options it was built with).
+
+    Raises:
+        ConfigError: For a field that would change what the run trains, an ``out`` other than
+            the run directory, or fewer ``epochs`` than the run has finished.
+    """
+    config.validate()
+    saved = RunConfig.from_dict(rundir.read_config())
+    defaults = RunConfig()
+    hint = "--resume continues a run as it was configured; start a new run (--out) to change it"
+    if config.out is not None and Path(config.out).resolve() != rundir.path.resolve():
+        raise ConfigError(f"--out {config.out} cannot be combined with --resume: the run stays in {rundir.path}")
+    for f in dataclasses.fields(RunConfig):
+        name, given, own = f.name, getattr(config, f.name), getattr(saved, f.name)
+        if name in ("epochs", "out"):
+            continue
+        if name in RESUME_RUNTIME_FIELDS:
+            if given != getattr(defaults, name):
+                setattr(saved, name, given)
+        elif name == "options" and isinstance(given, dict) and isinstance(own, dict):
+            pinned = built_options(last) if last is not None else None
+            for key, value in given.items():
+                was = _own_option(key, own, pinned)
+                if was != value:
+                    its = "the run does not set it" if was is _NOT_PLAIN else f"the run's is {was!r}"
+                    raise ConfigError(f"-o {key}={value!r} differs from the run it resumes ({its}): {hint}")
+        elif given != getattr(defaults, name) and given != own:
+            raise ConfigError(f"--{name.replace('_', '-')} {given!r} differs from the run's {name} {own!r}: {hint}")
+    done = int(last.get("epoch") or 0) if last is not None else 0
+    if config.epochs is not None:
+        if config.epochs < done:
+            raise ConfigError(f"--epochs {config.epochs} is fewer than the {done} epochs {rundir.path} has finished; "
+                              f"give --epochs {done} or more (without it, the run's own {saved.epochs})")
+        saved.epochs = config.epochs
+    return saved
+
+
+def _check_resumable(plan: Plan, rundir: RunDirectory, last: dict[str, Any] | None) -> None:
+    """Refuse to resume a trained run whose ``last.pt`` is gone: it would start again from
+    epoch 1 and overwrite its checkpoint and metrics (only a run stopped before its first
+    epoch ended has none)."""
+    if last is not None or family_of(plan.model).name != "gradient":
+        return
+    completed = rundir.read_status().get("status") == "completed"
+    if completed or rundir.file(HISTORY_JSON).is_file():
+        raise DataError(f"cannot resume {rundir.path}: {rundir.file(LAST_CHECKPOINT)} is missing, but the run "
+                        f"{'completed' if completed else f'has finished epochs ({HISTORY_JSON})'}; resuming would "
+                        "train it again from epoch 1 over its results. Restore last.pt, or start a new run")
+
+
+def _plan_for(config: RunConfig, rundir: RunDirectory | None) -> Plan:
+    """:func:`plan_run` for a new run, or for resuming the run in ``rundir`` (:func:`resumed_config`)."""
+    if rundir is None:
+        return plan_run(config)
+    last = _last_checkpoint(rundir)
+    plan = plan_run(resumed_config(config, rundir, last), built_options(last) if last is not None else None)
+    _check_resumable(plan, rundir, last)
+    return plan
+
+
+def check_run(config: RunConfig, *, resume: str | Path | None = None) -> Plan:
+    """Check a run as :func:`execute` does before it loads the data, writing and locking nothing:
+    a launcher that starts the run in other processes (``--nproc``) calls it first, so that a
+    bad option is one error, before any launch.
+
+    Raises:
+        GraphforgeError: For the first problem found.
+    """
+    rundir = None
+    if resume is not None:
+        rundir = RunDirectory.open(resume)
+        rundir.check_writable()
+    return _plan_for(config, rundir)
 
 
 def plan_run(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = None) -> Plan:
@@ -298,6 +401,10 @@ def _graph_metrics(graph: Any) -> dict[str, Any]:
             "graph_adjusted_homophily": stats.get("adjusted_homophily")}
 
 
+#: ``errno`` values of an :class:`OSError` that mean a file could not be written.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
 class Terminated(KeyboardInterrupt):
     """The run got SIGTERM (recorded as ``interrupted``, like Ctrl-C; ``--resume`` continues it)."""
 
@@ -341,7 +448,8 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
     Args:
         config: The run configuration.
         resume: A run directory to continue; its saved config is used, except ``epochs``
-            when ``config.epochs`` is set.
+            (never fewer than it has finished) and the :data:`RESUME_RUNTIME_FIELDS` that
+            ``config`` sets; any other field that differs from the run's is an error.
         progress: Show progress bars on stderr.
 
     Returns:
@@ -357,14 +465,14 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
             if info.main:
                 rundir.check_writable()
                 held.enter_context(rundir.lock())
-            saved = RunConfig.from_dict(rundir.read_config())
-            if config.epochs is not None:
-                saved.epochs = config.epochs
-            saved.device = config.device if config.device != "auto" else saved.device
-            config = saved
-        plan = plan_run(config, _saved_options(rundir) if resume is not None else None)
+        plan = _plan_for(config, rundir)
         cfg = plan.config
         threads = ThreadPolicy(cfg.threads)
+        cpus = available_cpus()
+        if info.main and cfg.threads is not None and cfg.threads > cpus:
+            warnings.warn(f"--threads {cfg.threads} exceeds the {cpus} CPU(s) this process may use: the extra threads "
+                          f"only wait for each other and make the run slower (leave --threads out to use {cpus})",
+                          stacklevel=2)
         threads.apply()
         seed_everything(cfg.seed + info.rank)  # per-rank streams (dropout, augmentation); rank 0 = a plain run
         if not info.main:
@@ -424,13 +532,24 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
                     sigterm.defer()
             except Terminated as late:  # the one SIGTERM came just as the run ended
                 ended = ended or late
+            if (isinstance(ended, OSError) and not isinstance(ended, GraphforgeError)
+                    and ended.errno in _WRITE_ERRNOS):  # a plugin's own file write (plots)
+                ended = cannot_write(ended.filename or rundir.path, ended)
             if info.main:
-                if isinstance(ended, KeyboardInterrupt):
-                    rundir.write_status("interrupted", signal="SIGTERM" if isinstance(ended, Terminated) else "SIGINT")
-                elif ended is not None:
-                    rundir.write_status("failed", error=f"{type(ended).__name__}: {ended}")
-                else:
-                    rundir.write_status("completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                try:
+                    if isinstance(ended, KeyboardInterrupt):
+                        rundir.write_status("interrupted",
+                                            signal="SIGTERM" if isinstance(ended, Terminated) else "SIGINT")
+                    elif ended is not None:
+                        rundir.write_status("failed", error=f"{type(ended).__name__}: {ended}")
+                    else:
+                        rundir.write_status("completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                except OutputError as exc:
+                    if ended is None:
+                        ended = exc
+                    else:  # best effort: the error that ended the run is the one to report
+                        log.warning("%s could not be updated to say how the run ended (%s)",
+                                    rundir.file(STATUS_FILE), exc.strerror or exc)
         if ended is not None:
             raise ended
         val = metrics["val_accuracy"]

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 import graphforge
 
@@ -139,3 +140,29 @@ def test_neighbour_sampled_graph_training_across_ranks(tmp_path):
                     "--epochs", "3", "--out", str(tmp_path / "sampled"), "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout)["test_accuracy"] > 0.5
+
+
+def _nproc(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "graphforge", "run", "--nproc", "2", *args], env=_env(), cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_nproc_checks_the_run_before_launching(tmp_path):
+    cases = [(["--model", "mlpp"], "unknown model 'mlpp'"), (["-o", "bogus=1"], "takes option 'bogus'")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "CUDA is not available"))
+    for args, message in cases:
+        res = _nproc(*args, "--epochs", "1", "--limit-train", "60", "--out", str(tmp_path / "n"))
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], \
+            res.stderr[-3000:]
+        assert not (tmp_path / "n").exists()
+
+
+def test_nproc_reports_a_failed_rank_in_one_line(tmp_path):
+    res = _nproc("--model", "knn", "--limit-train", "60", "--out", str(tmp_path / "knn"))
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr and "ChildFailedError" not in res.stderr, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: torchrun: rank ") and "exited with status 1" in last, res.stderr[-3000:]
+    assert "run it without torchrun" in res.stderr  # the rank's own error comes first
