@@ -112,6 +112,10 @@ def test_degree_from_sampled_pairs_is_close():
     ({"degree": "many"}, "degree must be a number > 0"),
     ({"degree": 5, "threshold": 0.5}, "a threshold or a degree, not both"),
     ({"degree": 5, "mode": "knn"}, "mode=knn uses k"),
+    ({"k": 5, "threshold": 0.8}, "k=5 is for mode=knn or mutual"),
+    ({"k": 5, "degree": 8}, "k=5 is for mode=knn or mutual"),
+    ({"mode": "knn", "threshold": 0.8}, "threshold=0.8 is for mode=threshold; mode=knn"),
+    ({"mode": "mutual", "threshold": 0.8}, "mode=mutual joins each node"),
 ])
 def test_bad_degree_options(options, match):
     with pytest.raises(ConfigError, match=match):
@@ -190,3 +194,8 @@ def test_bad_embeddings_give_clear_errors(plugin_registered, clusters, tmp_path)
     with pytest.raises(DataError, match="NaN"):
         graphforge.run("similarity", "gcn", dataset="embeddings", data_root=str(tmp_path / "nan.csv"),
                        out=str(tmp_path / "b"))
+
+
+def test_k_defaults_to_10_for_neighbour_graphs_and_is_absent_from_threshold_graphs():
+    assert Similarity().k == 10 and Similarity(mode="mutual").k == 10 and Similarity(k=3).k == 3
+    assert Similarity(threshold=0.8).k is None and Similarity(degree=5).k is None

@@ -61,6 +61,10 @@ def _digest(x: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+#: Neighbours per node of a ``knn`` / ``mutual`` graph when no ``k`` is given.
+DEFAULT_K = 10
+
+
 class Similarity(Converter):
     """Dataset graph of samples joined by embedding similarity.
 
@@ -69,7 +73,8 @@ class Similarity(Converter):
             ``linf`` (max-norm) or ``ip`` (inner product). (default: ``"cosine"``)
         mode (str, optional): ``threshold``, ``knn`` or ``mutual``; by default
             ``threshold`` when a threshold or a degree is given, else ``knn``. (default: ``None``)
-        k (int, optional): Neighbours per node for ``knn`` / ``mutual``. (default: ``10``)
+        k (int, optional): Neighbours per node for ``knn`` / ``mutual``; refused with a
+            threshold graph, which has no k. (default: ``10`` for ``knn`` / ``mutual``)
         threshold (float, optional): Smallest similarity (``cosine``, ``ip``) or largest
             distance (the others) that makes an edge. (default: ``None``)
         degree (float, optional): Instead of a threshold, the mean degree the threshold graph
@@ -104,7 +109,7 @@ class Similarity(Converter):
         self,
         metric: str = "cosine",
         mode: str | None = None,
-        k: int = 10,
+        k: int | None = None,
         threshold: float | None = None,
         degree: float | None = None,
         symmetric: bool = True,
@@ -129,6 +134,13 @@ class Similarity(Converter):
                 raise ConfigError("give a threshold or a degree, not both")
             if mode != "threshold":
                 raise ConfigError(f"degree sets the threshold of mode=threshold; mode={mode} uses k")
+        if mode == "threshold" and k is not None:
+            raise ConfigError(f"k={k!r} is for mode=knn or mutual; a threshold graph joins every pair that passes "
+                              "the threshold (give a threshold or a degree, not k)")
+        if mode in ("knn", "mutual") and threshold is not None:
+            raise ConfigError(f"threshold={threshold!r} is for mode=threshold; mode={mode} joins each node to its k "
+                              "nearest (give k, not a threshold)")
+        k = DEFAULT_K if k is None and mode in ("knn", "mutual") else k
         self.metric = check_graph_options(metric, mode, k, threshold, weight, index, degree)
         self.mode, self.k, self.threshold, self.degree = mode, k, threshold, degree
         for name, value in (("symmetric", symmetric), ("self_loops", self_loops), ("cache", cache)):
