@@ -120,6 +120,14 @@ def effective_options(config: RunConfig, options: dict[str, dict[str, Any]]) -> 
     return out
 
 
+def _as_read_today(entry: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's pinned options for one plugin, as this version reads them: a plugin class
+    may define ``upgrade_options(options) -> options`` for options an earlier version pinned
+    that it now refuses (e.g. a default that the earlier version ignored)."""
+    upgrade = getattr(entry.factory, "upgrade_options", None)
+    return upgrade(dict(values)) if callable(upgrade) else values
+
+
 def build_plugins(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = None,
                   ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Build the run's dataset, converter and model from their names and routed options.
@@ -136,7 +144,7 @@ def build_plugins(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = 
     entries = _entries(config)
     options = route_options(config.options, entries)
     if pinned:
-        options = {role: {**(pinned.get(role) or {}), **options[role]} for role in entries}
+        options = {role: {**_as_read_today(entries[role], pinned.get(role) or {}), **options[role]} for role in entries}
     instances = {role: entries[role].create(**options[role]) for role in entries}
     expected = {"dataset": Dataset, "converter": Converter, "model": Model}
     for role, obj in instances.items():

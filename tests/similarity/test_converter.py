@@ -199,3 +199,19 @@ def test_bad_embeddings_give_clear_errors(plugin_registered, clusters, tmp_path)
 def test_k_defaults_to_10_for_neighbour_graphs_and_is_absent_from_threshold_graphs():
     assert Similarity().k == 10 and Similarity(mode="mutual").k == 10 and Similarity(k=3).k == 3
     assert Similarity(threshold=0.8).k is None and Similarity(degree=5).k is None
+
+
+def test_a_threshold_run_whose_checkpoint_pins_the_old_k_default_still_loads(clusters, tmp_path):
+    """Earlier versions pinned ``k=10`` for threshold graphs too (unused there): such runs load."""
+    result = graphforge.run("similarity", "gcn", dataset="embeddings", data_root=str(clusters), epochs=1,
+                            out=str(tmp_path / "run"), options={"threshold": 0.9})
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["meta"]["built_options"]["converter"]["k"] is None
+    ckpt["meta"]["built_options"]["converter"]["k"] = 10  # as an earlier version wrote it
+    torch.save(ckpt, path)
+    again = graphforge.load_run(result.run_dir)
+    assert again.net is not None and again._transductive
+    assert all(torch.equal(v, ckpt["state"]["net"][k]) for k, v in again.net.state_dict().items())
+    assert Similarity.upgrade_options({"threshold": 0.9, "k": 10}) == {"threshold": 0.9}
+    assert Similarity.upgrade_options({"mode": "knn", "k": 7}) == {"mode": "knn", "k": 7}

@@ -105,6 +105,16 @@ class Similarity(Converter):
     level = "dataset"
     inputs = frozenset({"images", "vectors"})
 
+    @classmethod
+    def upgrade_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Options pinned by a checkpoint of an earlier version, as this one reads them: those
+        versions recorded ``k=10`` for threshold graphs too, where k was never used."""
+        threshold_graph = options.get("mode") == "threshold" or (
+            options.get("mode") is None and (options.get("threshold") is not None or options.get("degree") is not None))
+        if threshold_graph:
+            options.pop("k", None)
+        return options
+
     def __init__(
         self,
         metric: str = "cosine",
