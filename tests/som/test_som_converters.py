@@ -137,6 +137,11 @@ def test_som_select_knn_on_digits_reloads_and_draws(tmp_path, digits):
     pred = trained.predict(digits.test.x)
     assert float((pred == digits.test.y).float().mean()) == pytest.approx(r.metrics["test_accuracy"], abs=1e-6)
     assert torch.equal(pred, load_run(out).predict(digits.test.x))
+    # new checkpoints record the float64 map; those of earlier versions (no dtype) were float32 maps
+    meta = torch.load(out / "checkpoint.pt", weights_only=True)["meta"]
+    assert meta["built_options"]["converter"]["dtype"] == "float64"
+    assert SOMSelect.upgrade_options({"rows": 20}) == {"rows": 20, "dtype": "float32"}
+    assert SOM.upgrade_options({"dtype": "float64"}) == {"dtype": "float64"}
 
 
 def test_som_gnn_on_digits_classifies_through_bmus(tmp_path):

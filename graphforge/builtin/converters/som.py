@@ -96,6 +96,13 @@ class _SOMConverter(Converter):
 
     inputs = frozenset({"images", "vectors"})
 
+    @classmethod
+    def upgrade_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Options recorded by a checkpoint of an earlier version, as this one reads them: maps
+        recorded before the ``dtype`` option were float32 maps."""
+        options.setdefault("dtype", "float32")
+        return options
+
     def _init_som(self, rows: int, cols: int, topology: str, neighborhood: str, sigma: float | None, lr: float,
                   decay: str, mode: str, init: str, epochs: int, batch_size: int, connectivity: int, seed: int,
                   device: str, metric: str, dtype: str) -> None:
