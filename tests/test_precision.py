@@ -206,3 +206,14 @@ def test_cli_choices_are_the_engine_precisions():
     for command in (run, bench_results):
         option = next(p for p in command.params if p.name == "precision")
         assert tuple(option.type.choices) == PRECISIONS
+
+
+def test_bf16_on_a_fitted_model_warns_and_records_no_precision(tmp_path):
+    with pytest.warns(UserWarning, match="--precision bf16 has no effect on 'knn'"):
+        result = graphforge.run("none", "knn", precision="bf16", out=str(tmp_path / "knn"), plots=False,
+                                options={"k": 3})
+    assert result.metrics["precision"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fp32 (the default) says nothing
+        assert graphforge.run("none", "knn", out=str(tmp_path / "fp32"), plots=False,
+                              options={"k": 3}).metrics["precision"] is None

@@ -278,6 +278,9 @@ def plan_run(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = None)
     from graphforge.engine.precision import prepare_precision
 
     prepare_precision(config.precision, device)  # before anything is written
+    if config.precision != "fp32" and family_of(instances["model"]).name != "gradient":
+        warnings.warn(f"--precision {config.precision} has no effect on {config.model!r}: it is fitted, with no "
+                      "network to train (metrics.json records precision null)", stacklevel=2)
     return Plan(config, instances["dataset"], instances["converter"], instances["model"], options, device)
 
 
@@ -354,7 +357,7 @@ def _finish(
         "model": cfg.model,
         "seed": cfg.seed,
         "device": str(plan.device),
-        "precision": cfg.precision,
+        "precision": cfg.precision if family_of(plan.model).name == "gradient" else None,
         "num_train": len(data.train),
         "num_val": len(data.val),
         "num_test": len(data.test),
