@@ -176,3 +176,8 @@ def test_op_accepts_numpy_and_huge_integer_k():
     assert ei.shape == (2, 12)
     ei, _ = graphforge.ops.batched_knn(x, None, 2**63)  # larger than any set: every neighbour
     assert ei.shape == (2, 30)
+
+
+def test_limit_train_below_the_class_count_warns(tmp_path):
+    with pytest.warns(UserWarning, match="--limit-train 5 keeps fewer training samples than the 10 classes: 5 classes"):
+        graphforge.run("none", "mlp", epochs=1, limit_train=5, limit_test=20, plots=False, out=str(tmp_path / "r"))

@@ -294,6 +294,10 @@ def load_data(plan: Plan) -> DataSplits:
     if len(data.train) == 0:
         raise ConfigError(f"dataset {cfg.dataset!r} has an empty training split")
     if cfg.limit_train:
+        classes = int(torch.unique(torch.as_tensor(data.train.y)).numel())
+        if cfg.limit_train < classes:
+            warnings.warn(f"--limit-train {cfg.limit_train} keeps fewer training samples than the {classes} classes: "
+                          f"{classes - cfg.limit_train} classes get none, and the model cannot learn them", stacklevel=2)
         data.train = data.train.subset(stratified_subset(data.train.y, cfg.limit_train, cfg.seed))
     if cfg.limit_test:
         data.val = data.val.subset(stratified_subset(data.val.y, cfg.limit_test, cfg.seed + 1)) if len(data.val) else data.val
