@@ -31,6 +31,14 @@ def test_bench_knn_prints_table_and_csv(runner, tmp_path):
 def test_bench_knn_rejects_bad_lists(runner):
     res = runner.invoke(cli, ["bench", "knn", "-B", "8,x"])
     assert res.exit_code == 2 and "comma-separated integers" in res.output
+    assert "k is at most N - 1" not in runner.invoke(cli, ["bench", "knn", "-B", "8", "-N", "16", "-D", "8", "--k-max", "4",
+                                                          "--repeats", "1", "--warmup", "0",
+                                                          "--method", "graphforge"]).stdout
+    clamped = runner.invoke(cli, ["bench", "knn", "-B", "8", "-N", "8", "-D", "8", "--k-max", "8", "--repeats", "1",
+                                  "--warmup", "0", "--method", "graphforge"])
+    assert clamped.exit_code == 0 and "in sets of 8 points a larger k gives every other point" in clamped.stdout
+    res = runner.invoke(cli, ["bench", "knn", "--max-memory-gb", "-1"])
+    assert res.exit_code == 2 and "not in the range x>0" in res.output
 
 
 def test_bench_train_compares_backends(runner):

@@ -282,6 +282,10 @@ def format_table(results: Sequence[KnnResult], gflops: float) -> str:
         "  ".join(h.rjust(w) for h, w in zip(head, widths)),
     ]
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows]
+    clamped = sorted({r.case.N for r in results if r.case.k_max >= r.case.N})
+    if clamped:
+        lines.append(f"note: k is at most N - 1 (each set's other points), so in sets of {', '.join(map(str, clamped))} "
+                     "points a larger k gives every other point")
     return "\n".join(lines)
 
 

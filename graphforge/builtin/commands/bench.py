@@ -118,7 +118,7 @@ def _route_options(converter: str, model: str, options: tuple[str, ...]) -> dict
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
-@click.option("--max-memory-gb", type=float, default=8.0, show_default=True,
+@click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
               help="Skip dense baselines whose [B, N, N] tensors would exceed this.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, writable=True), help="Also write the figures here.")
 @click.option("--quick", is_flag=True, help="A small grid (B=256, N=16,49, D=32) for a smoke run.")
