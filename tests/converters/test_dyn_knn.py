@@ -469,3 +469,14 @@ def test_plot_test_k_script_reads_each_test_images_k(tmp_path, capsys):
     assert float(k.double().mean()) == pytest.approx(r.metrics["test_mean_k"])
     assert script.main([str(tmp_path / "run"), "--out", str(tmp_path / "k.png")]) == 0
     assert (tmp_path / "k.png").is_file() and "mean k per class" in capsys.readouterr().out
+
+
+def test_k_is_the_fixed_k_only():
+    """``k`` is the k of ``learn_k=false``; with a learned k it is refused, not silently unused."""
+    with pytest.raises(ConfigError, match=r"k=100 is the fixed k of learn_k=false; a learned k ranges over k_min..k_max \(2..16\)"):
+        graphforge.get_converter("dyn_knn", k=100)
+    assert DynKNN(learn_k=False).k == 8 and DynKNN(learn_k=False, k=5).k == 5
+    # checkpoints of earlier versions recorded k=8 with a learned k too: they still load
+    assert DynKNN.upgrade_options({"k": 8, "learn_k": True}) == {"learn_k": True}
+    assert DynKNN.upgrade_options({"k": 8}) == {}
+    assert DynKNN.upgrade_options({"k": 4, "learn_k": False}) == {"k": 4, "learn_k": False}

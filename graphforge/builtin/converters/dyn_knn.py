@@ -280,6 +280,10 @@ class DynamicKNNGraph(nn.Module):
         return out
 
 
+#: The fixed k of ``learn_k=False`` when no ``k`` is given.
+FIXED_K = 8
+
+
 class DynKNN(Converter):
     """Images -> KNN graph of the CNN feature map, with a learned k for each image.
 
@@ -287,7 +291,8 @@ class DynKNN(Converter):
         channels (list of int, optional): Output channels of the encoder blocks. (default: ``[32, 64, 128]``)
         k_min (int, optional): Smallest k the head may predict. (default: ``2``)
         k_max (int, optional): Largest k (clamped to the number of nodes - 1). (default: ``16``)
-        k (int, optional): The fixed k when ``learn_k=False``. (default: ``8``)
+        k (int, optional): The fixed k when ``learn_k=False``; refused with a learned k, which
+            ranges over ``k_min .. k_max``. (default: ``8`` with ``learn_k=False``)
         learn_k (bool, optional): Learn each image's k; ``False`` gives fixed-k graphs. (default: ``True``)
         pos_encoding (bool, optional): Append normalised (row, col) to each node. (default: ``True``)
         pos_embed (bool, optional): Add a learnable embedding of each map position to its node's
@@ -320,7 +325,15 @@ class DynKNN(Converter):
     level = "sample"
     inputs = frozenset({"images"})
 
-    def __init__(self, channels: Sequence[int] = (32, 64, 128), k_min: int = 2, k_max: int = 16, k: int = 8,
+    @classmethod
+    def upgrade_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Options recorded by a checkpoint of an earlier version, as this one reads them: those
+        versions recorded ``k=8`` with a learned k too, where it was never used."""
+        if options.get("learn_k", True) is True:
+            options.pop("k", None)
+        return options
+
+    def __init__(self, channels: Sequence[int] = (32, 64, 128), k_min: int = 2, k_max: int = 16, k: int | None = None,
                  learn_k: bool = True, pos_encoding: bool = True, pos_embed: bool = False, metric: str = "euclidean",
                  tau: float = 1.0, k_penalty: float = 0.0, min_side: int = 4,
                  convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", dynamic: bool = False,
@@ -328,6 +341,10 @@ class DynKNN(Converter):
         channels = [channels] if isinstance(channels, int) else list(channels)
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"channels must be a list of positive integers, got {channels!r}")
+        if k is not None and learn_k is True:
+            raise ValueError(f"k={k!r} is the fixed k of learn_k=false; a learned k ranges over k_min..k_max "
+                             f"({k_min}..{k_max}): set those, or -o learn_k=false -o k={k!r}")
+        k = FIXED_K if k is None else k
         per_block = convs_per_block if isinstance(convs_per_block, (list, tuple)) else [convs_per_block]
         if isinstance(convs_per_block, (list, tuple)) and len(per_block) != len(channels):
             raise ValueError(f"convs_per_block needs one entry per block ({len(channels)}), got {convs_per_block!r}")
