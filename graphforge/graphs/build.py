@@ -116,7 +116,12 @@ def _from_run(run_dir: Path, split: str, batch_size: int, data_root: str | None,
     cfg.data_root = data_root or cfg.data_root
     cfg.limit_train = limit_train if limit_train is not None else cfg.limit_train
     cfg.limit_test = limit_test if limit_test is not None else cfg.limit_test
-    data = load_data(plan_run(cfg))  # the run's own splits
+    plan = plan_run(cfg)
+    kind = plan.converter.output_spec(trained.spec).kind if trained.spec is not None else "graphs"
+    if kind != "graphs":  # before any data is loaded
+        raise ConfigError(f"--from-run builds the graphs of a per-sample graph converter (such as dyn_knn); {run_dir} "
+                          f"is a {cfg.converter} + {cfg.model} run, whose converter gives {kind}, not graphs")
+    data = load_data(plan)  # the run's own splits
     module = torch.nn.Sequential(net.normalizer, net.converter)
     graph = _per_sample_graphs(module, getattr(data, split), batch_size)
     graph.graphforge_converter = cfg.converter

@@ -98,6 +98,15 @@ def test_homophily_by_hand():
     assert graph_stats(loops)["edge_homophily"] is None  # a self-loop and an unlabelled end: nothing to count
 
 
+def test_from_run_of_a_run_without_graphs_is_refused_before_loading_data(tmp_path, monkeypatch):
+    run = graphforge.run("none", "mlp", epochs=1, out=str(tmp_path / "mlp"), plots=False, limit_train=100)
+    import graphforge.engine.runner as runner
+
+    monkeypatch.setattr(runner, "load_data", lambda plan: pytest.fail("data loaded before the refusal"))
+    with pytest.raises(ConfigError, match="is a none [+] mlp run, whose converter gives images, not graphs"):
+        build_graph("", from_run=run.run_dir)
+
+
 def test_per_image_graphs_from_a_trained_run(tmp_path):
     run = graphforge.run("dyn_knn", "sage", epochs=1, out=str(tmp_path / "dk"), plots=False, limit_train=200,
                          limit_test=40)
