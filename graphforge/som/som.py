@@ -221,7 +221,7 @@ class SelfOrganizingMap:
             order of a matrix product's sums, which changes with the thread count, and the maps
             drift apart (on MNIST 20x20 the weights differ by up to 0.4 after 20 epochs between 1 and
             2 threads). In float64 the same seed gives the same map at any thread count (the
-            weights agree to 1e-15, so every sample keeps its neuron), 2.7-3.6x slower on a CPU.
+            weights agree to 1e-15, so every sample keeps its neuron), 1.5-3.6x slower on a CPU.
             (default: ``"float64"``)
 
     Attributes:

@@ -293,7 +293,7 @@ class SOM(_SOMConverter):
         seed (int, optional): Seed of the SOM. (default: ``0``)
         device (str, optional): ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the SOM. (default: ``"auto"``)
         dtype (str, optional): ``float64`` or ``float32``: the SOM's precision. float64 gives the
-            same map at any thread count; float32 is about 3x faster on a CPU but its map (and so
+            same map at any thread count; float32 is 1.5-3.6x faster on a CPU but its map (and so
             the result) changes with the thread count (see ``SelfOrganizingMap``). (default: ``"float64"``)
     """
 
@@ -396,7 +396,7 @@ class SOMSelect(_SOMConverter):
         seed (int, optional): Seed of the SOM. (default: ``0``)
         device (str, optional): ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the SOM. (default: ``"auto"``)
         dtype (str, optional): ``float64`` or ``float32``: the SOM's precision. float64 gives the
-            same map at any thread count; float32 is about 3x faster on a CPU but its map (and so
+            same map at any thread count; float32 is 1.5-3.6x faster on a CPU but its map (and so
             the result) changes with the thread count (see ``SelfOrganizingMap``). (default: ``"float64"``)
 
     Before :meth:`fit` (or when a checkpoint is about to be loaded into it) the module
