@@ -9,6 +9,7 @@ pull in the engine, the plugins or the CLI.
 
 from __future__ import annotations
 
+import warnings
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,10 @@ from graphforge.errors import (
     PluginError,
     UnknownPluginError,
 )
+
+# torch_geometric calls torch.jit.script when it is imported, which torch >= 2.14 warns about:
+# nothing a graphforge user can act on, from the CLI or the Python API alike.
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
 if TYPE_CHECKING:
     from graphforge.api import (

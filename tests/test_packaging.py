@@ -45,3 +45,11 @@ def test_building_the_extension_without_torch_is_a_clear_error(tmp_path):
     assert out.returncode != 0
     assert "torch is not importable, so the native extension graphforge._C cannot be built" in out.stderr
     assert "--no-build-isolation" in out.stderr
+
+
+def test_the_python_api_hides_torch_geometrics_jit_deprecation_warning():
+    """PyG calls torch.jit.script on import; a graphforge user, CLI or API, is not shown that warning."""
+    code = ("import warnings; warnings.simplefilter('error', FutureWarning); import graphforge; "
+            "graphforge.get_model('gcn')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -285,8 +285,6 @@ def load_plugin_commands() -> click.Group:
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``graphforge`` script."""
     warnings.showwarning = _show_warning
-    # torch_geometric still calls torch.jit.script at import; not actionable for users.
-    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     try:
         group = load_plugin_commands()
     except GraphforgeError as exc:
