@@ -127,7 +127,9 @@ def run(
         {"converter": converter, "model": model, "dataset": dataset,
          "options": dict(options) if isinstance(options, dict) else ({} if options is None else options), **settings}
     )
-    return execute(config, resume=resume, progress=progress)
+    given = set(settings) | {name for name, value, default in (("converter", converter, "none"), ("model", model, "mlp"),
+                                                              ("dataset", dataset, "digits")) if value != default}
+    return execute(config, resume=resume, progress=progress, given=given)
 
 
 @dataclass

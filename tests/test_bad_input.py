@@ -108,11 +108,25 @@ def test_resume_refuses_options_that_contradict_the_run(label, args, message, tw
     args = [str(elsewhere) if a == "ELSEWHERE" else a for a in args]
     kept = {f.name: f.read_bytes() for f in two_epoch_run.iterdir() if f.is_file() and not f.name.startswith(".")}
     result = CliRunner().invoke(cli, ["run", "--resume", str(two_epoch_run), *args])
-    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.exit_code == 1, (label, result.output)
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and message in errors[0], (label, result.output)
     assert {name: (two_epoch_run / name).read_bytes() for name in kept} == kept, label
     assert not elsewhere.exists()
+
+
+def test_resume_sees_options_given_at_their_default_values(tmp_path):
+    """A value given on the command line counts even when it equals the default."""
+    out = tmp_path / "seed3"
+    graphforge.run("none", "mlp", epochs=1, seed=3, out=str(out), plots=False, limit_train=60)
+    refused = CliRunner().invoke(cli, ["run", "--resume", str(out), "--seed", "0", "--epochs", "2"])
+    assert refused.exit_code == 1 and "--seed 0 differs from the run's seed 3" in refused.output, refused.output
+    with pytest.raises(GraphforgeError, match="--seed 0 differs from the run's seed 3"):
+        graphforge.run(resume=out, seed=0, epochs=2)
+    ok = CliRunner().invoke(cli, ["run", "--resume", str(out), "--plots", "--epochs", "2"])  # plots: a runtime field
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((out / "resolved.json").read_text())["plots"] is True
+    assert (out / "plots").is_dir()
 
 
 def test_resume_accepts_the_runs_own_options(finished_run):
@@ -179,5 +193,5 @@ def test_op_accepts_numpy_and_huge_integer_k():
 
 
 def test_limit_train_below_the_class_count_warns(tmp_path):
-    with pytest.warns(UserWarning, match="--limit-train 5 keeps fewer training samples than the 10 classes: 5 classes"):
+    with pytest.warns(UserWarning, match="--limit-train 5 leaves 5 of the 10 classes without a training sample"):
         graphforge.run("none", "mlp", epochs=1, limit_train=5, limit_test=20, plots=False, out=str(tmp_path / "r"))

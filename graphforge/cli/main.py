@@ -103,7 +103,8 @@ def cli() -> None:
 @click.option("--limit-train", type=click.IntRange(min=1), help="Use a stratified subset of N training samples.")
 @click.option("--limit-test", type=click.IntRange(min=1), help="Use at most N validation and N test samples.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
-              help="Continue a stopped run from its directory (--epochs may extend it).")
+              help="Continue a stopped run from its directory with its own settings (--epochs may extend it; "
+                   "--device, --threads, --plots, --data-root may change; other options must match the run's).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Draw the run's plots.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads [the CPUs this process may use: affinity and cgroup quota].")
@@ -136,6 +137,8 @@ def run(ctx: click.Context, config_file: Path | None, options: tuple[str, ...], 
         raise click.BadParameter("'options' in the config file must be a mapping", param_hint="--config")
     for name, value in params.items():
         source = ctx.get_parameter_source(name)
+        if resume is not None and source is ParameterSource.DEFAULT:
+            continue  # a resumed run keeps its own settings: only what is given may change (or conflict)
         if name not in settings or source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
             settings[name] = value
     for key in ("data_root", "out"):
@@ -174,7 +177,8 @@ def _relaunch(nproc: int, settings: dict[str, Any], options: dict[str, Any], res
 
     if launched_by_torchrun():
         raise click.UsageError("--nproc starts torchrun itself; do not combine it with torchrun")
-    check_run(RunConfig.from_dict({**settings, "options": options}), resume=resume)  # a bad option: one error
+    check_run(RunConfig.from_dict({**settings, "options": options}), resume=resume,  # a bad option: one error
+              given=set(settings) if resume is not None else None)
     args = sys.argv[1:]
     cut = []
     skip = False

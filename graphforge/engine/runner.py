@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Collection
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,16 +104,23 @@ def _entries(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def effective_options(config: RunConfig, options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def effective_options(config: RunConfig, options: dict[str, dict[str, Any]],
+                      instances: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Every option each plugin of a run was built with: its defaults, overridden by ``options``.
 
     A checkpoint keeps these, so a run loads with the settings it was trained with even after a
     later version changes a default. Defaults that are not plain data (JSON-like) are left out.
+    An option whose default is ``None`` ("the plugin decides", e.g. the k of a kNN graph) is
+    recorded as the value the built plugin (``instances``) settled on, when it keeps it in an
+    attribute of the option's name.
     """
     out: dict[str, dict[str, Any]] = {}
     for role, entry in _entries(config).items():
         defaults = {}
+        built = (instances or {}).get(role)
         for name, default in entry.options().items():
+            if default is None and built is not None and getattr(built, name, None) is not None:
+                default = getattr(built, name)
             value = _plain(default) if default is not inspect.Parameter.empty else _NOT_PLAIN
             if value is not _NOT_PLAIN:
                 defaults[name] = value
@@ -121,9 +129,9 @@ def effective_options(config: RunConfig, options: dict[str, dict[str, Any]]) -> 
 
 
 def _as_read_today(entry: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's pinned options for one plugin, as this version reads them: a plugin class
-    may define ``upgrade_options(options) -> options`` for options an earlier version pinned
-    that it now refuses (e.g. a default that the earlier version ignored)."""
+    """A recorded run's options for one plugin (its checkpoint's, under its config's), as this
+    version reads them: a plugin class may define ``upgrade_options(options) -> options`` for
+    options an earlier version recorded that it now refuses (e.g. one the earlier version ignored)."""
     upgrade = getattr(entry.factory, "upgrade_options", None)
     return upgrade(dict(values)) if callable(upgrade) else values
 
@@ -144,7 +152,7 @@ def build_plugins(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = 
     entries = _entries(config)
     options = route_options(config.options, entries)
     if pinned:
-        options = {role: {**_as_read_today(entries[role], pinned.get(role) or {}), **options[role]} for role in entries}
+        options = {role: _as_read_today(entries[role], {**(pinned.get(role) or {}), **options[role]}) for role in entries}
     instances = {role: entries[role].create(**options[role]) for role in entries}
     expected = {"dataset": Dataset, "converter": Converter, "model": Model}
     for role, obj in instances.items():
@@ -186,16 +194,19 @@ def _own_option(key: str, own: dict[str, Any], pinned: dict[str, dict[str, Any]]
     return _NOT_PLAIN
 
 
-def resumed_config(config: RunConfig, rundir: RunDirectory, last: dict[str, Any] | None = None) -> RunConfig:
+def resumed_config(config: RunConfig, rundir: RunDirectory, last: dict[str, Any] | None = None,
+                   given: Collection[str] | None = None) -> RunConfig:
     """The config a resumed run continues with: its own ``config.yaml``, with the
     :data:`RESUME_RUNTIME_FIELDS` and the ``epochs`` that ``config`` gives.
 
-    Every other field of ``config`` must be its default or the run's own value.
+    Every other field given must be the run's own value.
 
     Args:
         config: The config asked for now.
         rundir: The run to resume.
         last: Its ``last.pt`` (the epochs it finished, the options it was built with).
+        given: The fields the caller set (the CLI's command-line options, the keywords of
+            :func:`graphforge.run`); ``None``: those that differ from their defaults.
 
     Raises:
         ConfigError: For a field that would change what the run trains, an ``out`` other than
@@ -207,22 +218,25 @@ def resumed_config(config: RunConfig, rundir: RunDirectory, last: dict[str, Any]
     hint = "--resume continues a run as it was configured; start a new run (--out) to change it"
     if config.out is not None and Path(config.out).resolve() != rundir.path.resolve():
         raise ConfigError(f"--out {config.out} cannot be combined with --resume: the run stays in {rundir.path}")
+    def is_given(name: str) -> bool:
+        return name in given if given is not None else getattr(config, name) != getattr(defaults, name)
+
     for f in dataclasses.fields(RunConfig):
-        name, given, own = f.name, getattr(config, f.name), getattr(saved, f.name)
+        name, asked, own = f.name, getattr(config, f.name), getattr(saved, f.name)
         if name in ("epochs", "out"):
             continue
         if name in RESUME_RUNTIME_FIELDS:
-            if given != getattr(defaults, name):
-                setattr(saved, name, given)
-        elif name == "options" and isinstance(given, dict) and isinstance(own, dict):
+            if is_given(name):
+                setattr(saved, name, asked)
+        elif name == "options" and isinstance(asked, dict) and isinstance(own, dict):
             pinned = built_options(last) if last is not None else None
-            for key, value in given.items():
+            for key, value in asked.items():
                 was = _own_option(key, own, pinned)
                 if was != value:
                     its = "the run does not set it" if was is _NOT_PLAIN else f"the run's is {was!r}"
                     raise ConfigError(f"-o {key}={value!r} differs from the run it resumes ({its}): {hint}")
-        elif given != getattr(defaults, name) and given != own:
-            raise ConfigError(f"--{name.replace('_', '-')} {given!r} differs from the run's {name} {own!r}: {hint}")
+        elif is_given(name) and asked != own:
+            raise ConfigError(f"--{name.replace('_', '-')} {asked!r} differs from the run's {name} {own!r}: {hint}")
     done = int(last.get("epoch") or 0) if last is not None else 0
     if config.epochs is not None:
         if config.epochs < done:
@@ -245,17 +259,17 @@ def _check_resumable(plan: Plan, rundir: RunDirectory, last: dict[str, Any] | No
                         "train it again from epoch 1 over its results. Restore last.pt, or start a new run")
 
 
-def _plan_for(config: RunConfig, rundir: RunDirectory | None) -> Plan:
+def _plan_for(config: RunConfig, rundir: RunDirectory | None, given: Collection[str] | None = None) -> Plan:
     """:func:`plan_run` for a new run, or for resuming the run in ``rundir`` (:func:`resumed_config`)."""
     if rundir is None:
         return plan_run(config)
     last = _last_checkpoint(rundir)
-    plan = plan_run(resumed_config(config, rundir, last), built_options(last) if last is not None else None)
+    plan = plan_run(resumed_config(config, rundir, last, given), built_options(last) if last is not None else None)
     _check_resumable(plan, rundir, last)
     return plan
 
 
-def check_run(config: RunConfig, *, resume: str | Path | None = None) -> Plan:
+def check_run(config: RunConfig, *, resume: str | Path | None = None, given: Collection[str] | None = None) -> Plan:
     """Check a run as :func:`execute` does before it loads the data, writing and locking nothing:
     a launcher that starts the run in other processes (``--nproc``) calls it first, so that a
     bad option is one error, before any launch.
@@ -267,7 +281,7 @@ def check_run(config: RunConfig, *, resume: str | Path | None = None) -> Plan:
     if resume is not None:
         rundir = RunDirectory.open(resume)
         rundir.check_writable()
-    return _plan_for(config, rundir)
+    return _plan_for(config, rundir, given)
 
 
 def plan_run(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = None) -> Plan:
@@ -295,10 +309,13 @@ def load_data(plan: Plan) -> DataSplits:
         raise ConfigError(f"dataset {cfg.dataset!r} has an empty training split")
     if cfg.limit_train:
         classes = int(torch.unique(torch.as_tensor(data.train.y)).numel())
-        if cfg.limit_train < classes:
-            warnings.warn(f"--limit-train {cfg.limit_train} keeps fewer training samples than the {classes} classes: "
-                          f"{classes - cfg.limit_train} classes get none, and the model cannot learn them", stacklevel=2)
         data.train = data.train.subset(stratified_subset(data.train.y, cfg.limit_train, cfg.seed))
+        missing = classes - int(torch.unique(torch.as_tensor(data.train.y)).numel())
+        from graphforge.engine.distributed import current
+
+        if missing and current().main:
+            warnings.warn(f"--limit-train {cfg.limit_train} leaves {missing} of the {classes} classes without a training "
+                          "sample: the model cannot learn them", stacklevel=2)
     if cfg.limit_test:
         data.val = data.val.subset(stratified_subset(data.val.y, cfg.limit_test, cfg.seed + 1)) if len(data.val) else data.val
         data.test = data.test.subset(stratified_subset(data.test.y, cfg.limit_test, cfg.seed + 2)) if len(data.test) else data.test
@@ -325,7 +342,8 @@ def _meta(plan: Plan, data: DataSplits, spec: InputSpec, out_spec: InputSpec) ->
         "num_classes": data.num_classes,
         "class_names": list(data.class_names),
         "graphforge_version": __version__,
-        "built_options": effective_options(plan.config, plan.options),
+        "built_options": effective_options(plan.config, plan.options,
+                                           {"dataset": plan.dataset, "converter": plan.converter, "model": plan.model}),
     }
 
 
@@ -457,15 +475,17 @@ def _terminate_as_interrupt() -> Any:
         signal.signal(signal.SIGTERM, previous)
 
 
-def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bool = False) -> RunResult:
+def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bool = False,
+            given: Collection[str] | None = None) -> RunResult:
     """Run (or resume) one experiment and write its run directory.
 
     Args:
         config: The run configuration.
         resume: A run directory to continue; its saved config is used, except ``epochs``
             (never fewer than it has finished) and the :data:`RESUME_RUNTIME_FIELDS` that
-            ``config`` sets; any other field that differs from the run's is an error.
+            ``config`` sets; any other field given that differs from the run's is an error.
         progress: Show progress bars on stderr.
+        given: With ``resume``: the fields the caller set (see :func:`resumed_config`).
 
     Returns:
         The final metrics, history and run directory.
@@ -480,7 +500,7 @@ def execute(config: RunConfig, *, resume: str | Path | None = None, progress: bo
             if info.main:
                 rundir.check_writable()
                 held.enter_context(rundir.lock())
-        plan = _plan_for(config, rundir)
+        plan = _plan_for(config, rundir, given)
         cfg = plan.config
         threads = ThreadPolicy(cfg.threads)
         cpus = available_cpus()

@@ -353,7 +353,7 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=0)) if len(a) > 1 else 0.0
+    return float(a.mean()), float(a.std())  # population std (ddof=0): 0 for one seed
 
 
 def summarize_results(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:

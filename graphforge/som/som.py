@@ -126,7 +126,7 @@ def decay_value(start: float, end: float, step: int, total: int, decay: str) -> 
     return start * (end / start) ** frac
 
 
-def _unit32(x: Tensor) -> Tensor:
+def _unit_rows(x: Tensor) -> Tensor:
     norms = x.norm(dim=1, keepdim=True)
     return torch.where(norms > 0, x / norms.clamp_min(1e-30), torch.zeros_like(x))
 
@@ -139,7 +139,7 @@ def unit_distances(x: Tensor, weights: Tensor, metric: Metric) -> Tensor:
     ``torch.cdist``.
     """
     if metric.normalized:
-        x, weights = _unit32(x), _unit32(weights)
+        x, weights = _unit_rows(x), _unit_rows(weights)
     if metric.family == "l2":
         d = torch.addmm((weights * weights).sum(1), x, weights.T, beta=1.0, alpha=-2.0)
         d += (x * x).sum(1, keepdim=True)

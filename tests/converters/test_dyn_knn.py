@@ -475,8 +475,21 @@ def test_k_is_the_fixed_k_only():
     """``k`` is the k of ``learn_k=false``; with a learned k it is refused, not silently unused."""
     with pytest.raises(ConfigError, match=r"k=100 is the fixed k of learn_k=false; a learned k ranges over k_min..k_max \(2..16\)"):
         graphforge.get_converter("dyn_knn", k=100)
-    assert DynKNN(learn_k=False).k == 8 and DynKNN(learn_k=False, k=5).k == 5
+    assert DynKNN(learn_k=False).k == 8 and DynKNN(learn_k=False, k=5).k == 5 and DynKNN().k is None
+    with pytest.raises(ConfigError, match="k must be an integer >= 1, got 0"):
+        graphforge.get_converter("dyn_knn", learn_k=False, k=0)
     # checkpoints of earlier versions recorded k=8 with a learned k too: they still load
     assert DynKNN.upgrade_options({"k": 8, "learn_k": True}) == {"learn_k": True}
     assert DynKNN.upgrade_options({"k": 8}) == {}
     assert DynKNN.upgrade_options({"k": 4, "learn_k": False}) == {"k": 4, "learn_k": False}
+
+
+def test_checkpoints_record_the_k_the_graph_was_built_with(tmp_path):
+    """``k`` defaults to None (the converter decides): the checkpoint records the k it used."""
+    recorded = {}
+    for name, options in (("fixed", {"learn_k": False}), ("learned", {})):
+        run = graphforge.run("dyn_knn", "sage", epochs=1, limit_train=60, limit_test=20, plots=False,
+                             out=str(tmp_path / name), options={"channels": [8, 16], **options})
+        meta = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)["meta"]
+        recorded[name] = meta["built_options"]["converter"]["k"]
+    assert recorded == {"fixed": 8, "learned": None}

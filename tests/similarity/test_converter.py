@@ -215,3 +215,10 @@ def test_a_threshold_run_whose_checkpoint_pins_the_old_k_default_still_loads(clu
     assert all(torch.equal(v, ckpt["state"]["net"][k]) for k, v in again.net.state_dict().items())
     assert Similarity.upgrade_options({"threshold": 0.9, "k": 10}) == {"threshold": 0.9}
     assert Similarity.upgrade_options({"mode": "knn", "k": 7}) == {"mode": "knn", "k": 7}
+
+
+def test_a_knn_graph_run_records_its_k(clusters, tmp_path):
+    run = graphforge.run("similarity", "mlp", dataset="embeddings", data_root=str(clusters), epochs=1,
+                         out=str(tmp_path / "knn"), plots=False)
+    meta = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)["meta"]
+    assert meta["built_options"]["converter"]["k"] == 10  # the k it used, not "None: decide later"

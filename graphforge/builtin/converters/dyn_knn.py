@@ -344,11 +344,12 @@ class DynKNN(Converter):
         if k is not None and learn_k is True:
             raise ValueError(f"k={k!r} is the fixed k of learn_k=false; a learned k ranges over k_min..k_max "
                              f"({k_min}..{k_max}): set those, or -o learn_k=false -o k={k!r}")
-        k = FIXED_K if k is None else k
+        k = FIXED_K if k is None and not learn_k else k  # None with a learned k: it has no fixed k
         per_block = convs_per_block if isinstance(convs_per_block, (list, tuple)) else [convs_per_block]
         if isinstance(convs_per_block, (list, tuple)) and len(per_block) != len(channels):
             raise ValueError(f"convs_per_block needs one entry per block ({len(channels)}), got {convs_per_block!r}")
-        for name, value in (("k_min", k_min), ("k_max", k_max), ("k", k), ("min_side", min_side),
+        fixed_k = (("k", k),) if k is not None else ()
+        for name, value in (("k_min", k_min), ("k_max", k_max), *fixed_k, ("min_side", min_side),
                             *(("convs_per_block", v) for v in per_block)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -414,7 +415,8 @@ class DynKNN(Converter):
     def build(self, spec: InputSpec) -> nn.Module:
         """Return the :class:`DynamicKNNGraph` module for images of ``spec``."""
         self.check_input(spec)
-        return DynamicKNNGraph(spec, self.channels, self.k_min, self.k_max, self.k, self.learn_k, self.pos_encoding,
+        return DynamicKNNGraph(spec, self.channels, self.k_min, self.k_max, FIXED_K if self.k is None else self.k,
+                               self.learn_k, self.pos_encoding,
                                self.metric, self.tau, self.k_penalty, self.min_side, self.convs_per_block, self.k_input,
                                self.pos_embed, self.dynamic, self.stage_k, self.k_per, self.k_holdout)
 
