@@ -218,6 +218,7 @@ def resumed_config(config: RunConfig, rundir: RunDirectory, last: dict[str, Any]
     hint = "--resume continues a run as it was configured; start a new run (--out) to change it"
     if config.out is not None and Path(config.out).resolve() != rundir.path.resolve():
         raise ConfigError(f"--out {config.out} cannot be combined with --resume: the run stays in {rundir.path}")
+
     def is_given(name: str) -> bool:
         return name in given if given is not None else getattr(config, name) != getattr(defaults, name)
 
@@ -250,7 +251,7 @@ def _check_resumable(plan: Plan, rundir: RunDirectory, last: dict[str, Any] | No
     """Refuse to resume a trained run whose ``last.pt`` is gone: it would start again from
     epoch 1 and overwrite its checkpoint and metrics (only a run stopped before its first
     epoch ended has none)."""
-    if last is not None or family_of(plan.model).name != "gradient":
+    if last is not None or not isinstance(family_of(plan.model), GradientFamily):
         return
     completed = rundir.read_status().get("status") == "completed"
     if completed or rundir.file(HISTORY_JSON).is_file():
@@ -292,7 +293,7 @@ def plan_run(config: RunConfig, pinned: dict[str, dict[str, Any]] | None = None)
     from graphforge.engine.precision import prepare_precision
 
     prepare_precision(config.precision, device)  # before anything is written
-    if config.precision != "fp32" and family_of(instances["model"]).name != "gradient":
+    if config.precision != "fp32" and not isinstance(family_of(instances["model"]), GradientFamily):
         warnings.warn(f"--precision {config.precision} has no effect on {config.model!r}: it is fitted, with no "
                       "network to train (metrics.json records precision null)", stacklevel=2)
     return Plan(config, instances["dataset"], instances["converter"], instances["model"], options, device)
@@ -308,11 +309,11 @@ def load_data(plan: Plan) -> DataSplits:
     if len(data.train) == 0:
         raise ConfigError(f"dataset {cfg.dataset!r} has an empty training split")
     if cfg.limit_train:
+        from graphforge.engine.distributed import current
+
         classes = int(torch.unique(torch.as_tensor(data.train.y)).numel())
         data.train = data.train.subset(stratified_subset(data.train.y, cfg.limit_train, cfg.seed))
         missing = classes - int(torch.unique(torch.as_tensor(data.train.y)).numel())
-        from graphforge.engine.distributed import current
-
         if missing and current().main:
             warnings.warn(f"--limit-train {cfg.limit_train} leaves {missing} of the {classes} classes without a training "
                           "sample: the model cannot learn them", stacklevel=2)
@@ -379,7 +380,7 @@ def _finish(
         "model": cfg.model,
         "seed": cfg.seed,
         "device": str(plan.device),
-        "precision": cfg.precision if family_of(plan.model).name == "gradient" else None,
+        "precision": cfg.precision if isinstance(family_of(plan.model), GradientFamily) else None,
         "num_train": len(data.train),
         "num_val": len(data.val),
         "num_test": len(data.test),

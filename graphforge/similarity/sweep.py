@@ -186,13 +186,7 @@ class ResultsFile:
         if not self.path.exists():
             write_text(self.path, self._header())
             return []
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{self.path} is not a sweep's results file: it is not UTF-8 text "
-                            f"(byte {exc.start}: {exc.reason}); not resuming") from None
-        except OSError as exc:
-            raise DataError(f"{self.path} is unreadable ({exc.strerror or exc}); not resuming") from None
+        text = _read_sweep_text(self.path, "results")
         if text and not text.endswith("\n"):
             cut = text.rfind("\n") + 1
             log.warning("%s: dropping an incomplete last line (the sweep was stopped while writing it): %r",
@@ -264,6 +258,17 @@ def _describe_difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
     return "; ".join(f"{n} {saved.get(n)!r} (now {now.get(n)!r})" for n in names if saved.get(n) != now.get(n))
 
 
+def _read_sweep_text(path: Path, what: str) -> str:
+    """The text of a sweep's ``what`` file (``results``, ``settings``), refusing one that is not UTF-8 or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a sweep's {what} file: it is not UTF-8 text "
+                        f"(byte {exc.start}: {exc.reason}); not resuming") from None
+    except OSError as exc:
+        raise DataError(f"{path} is unreadable ({exc.strerror or exc}); not resuming") from None
+
+
 def _is_sweep_record(saved: Any) -> bool:
     """Whether ``saved`` (parsed ``sweep.json``) has the shape :func:`_open_sweep` writes."""
     if not isinstance(saved, dict) or not isinstance(saved.get("settings"), dict):
@@ -277,11 +282,8 @@ def _open_sweep(out: Path, settings: dict[str, Any], grid: dict[str, Any]) -> No
     path = out / SETTINGS_FILE
     if path.exists():
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path} is not a sweep's settings file: it is not UTF-8 text "
-                            f"(byte {exc.start}: {exc.reason}); not resuming") from None
-        except (OSError, json.JSONDecodeError) as exc:
+            saved = json.loads(_read_sweep_text(path, "settings"))
+        except json.JSONDecodeError as exc:
             raise DataError(f"{path} is unreadable ({exc}); not resuming") from None
         if not _is_sweep_record(saved):
             raise DataError(f"{path} is not a sweep's settings file (expected a JSON object with "
