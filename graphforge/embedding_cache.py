@@ -15,16 +15,13 @@ import hashlib
 import json
 import logging
 import os
-import pickle
-import re
-import warnings
 from pathlib import Path
 
 import torch
 
 from graphforge.core.embedder import Embedder
 from graphforge.errors import PluginError
-from graphforge.io import save_torch
+from graphforge.io import safe_load, save_torch
 
 log = logging.getLogger("graphforge")
 
@@ -64,23 +61,6 @@ def _digest_of(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _reason(exc: BaseException) -> str:
-    """``Type: message`` of ``exc`` on one line: the message's first line, up to any advice about
-    ``weights_only`` (torch suggests loading unsafely, which a cache must never do)."""
-    lines = str(exc).strip().splitlines()
-    sentences = re.split(r"(?<=\.)\s+", lines[0]) if lines else []
-    kept: list[str] = []
-    for sentence in sentences:
-        if "weights_only" in sentence:
-            break
-        kept.append(sentence)
-    message = " ".join(kept).rstrip(".")
-    if isinstance(exc, pickle.UnpicklingError):
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        message += f": it references {found.group(1)}, refused as unsafe" if found else ": corrupt or unsafe"
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
 def _read(path: Path, rows: int, key: str) -> torch.Tensor | None:
     """The cached tensor, or ``None`` when there is none or it is unusable (logged).
 
@@ -91,9 +71,7 @@ def _read(path: Path, rows: int, key: str) -> torch.Tensor | None:
     if not path.is_file():
         return None
     try:
-        with warnings.catch_warnings():  # torch warns (several lines) about odd pickle protocols
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = safe_load(path, what="cache file")
         if not isinstance(obj, dict) or obj.get("format") != _FILE_FORMAT:
             raise ValueError("it is not a graphforge embedding cache file")
         out = obj.get("embeddings")
@@ -108,7 +86,7 @@ def _read(path: Path, rows: int, key: str) -> torch.Tensor | None:
         if not bool(torch.isfinite(out).all()):
             raise ValueError("it holds NaN or infinite values")
     except Exception as exc:  # noqa: BLE001 (a broken cache file must never break a run)
-        log.warning("embedding cache file %s is unusable (%s); recomputing", path, _reason(exc))
+        log.warning("embedding cache file %s is unusable (%s); recomputing", path, getattr(exc, "reason", None) or exc)
         return None
     return out
 

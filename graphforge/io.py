@@ -1,10 +1,14 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""Atomic file writes (a reader never sees a half-written file) and safe torch-file reads
+(tensors and plain data only: a file from elsewhere cannot run code when loaded)."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -13,7 +17,7 @@ from typing import IO, Any
 import torch
 import yaml
 
-from graphforge.errors import OutputError
+from graphforge.errors import DataError, OutputError
 
 
 def _file_mode() -> int:
@@ -194,3 +198,63 @@ def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
                     tmp.unlink(missing_ok=True)
                     removed.append(tmp)
     return removed
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What numpy arrays in checkpoints of graphforge < 0.2 (the pickled RNG state) need:
+    array reconstruction and dtypes, nothing that can run code."""
+    import numpy as np
+
+    multiarray = getattr(np, "_core", None) or np.core
+    dtypes = [type(np.dtype(t)) for t in ("uint32", "int64", "float64", "float32", "uint8", "bool")]
+    return [multiarray.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+def safe_load(path: str | os.PathLike[str], *, what: str = "checkpoint") -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only.
+
+    Args:
+        path: The file.
+        what: What the file should be, for the message about a truncated one.
+
+    Raises:
+        DataError: If the file is unreadable, truncated, or references anything else (a
+            pickled object, a function): it is refused, never unpickled. Its ``reason``
+            attribute is the message without the path.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_numpy_array_globals()):
+            warnings.simplefilter("ignore")  # torch warns, in several lines, about odd pickle protocols
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise _refused(f"refusing to load {path}", f"it holds a Python object ({found.group(1)}) besides tensors "
+                           "and plain data, which could run code when unpickled; graphforge's files never do, so "
+                           "the file is damaged or not from graphforge") from None
+        raise _refused(f"cannot read {path}", "it is damaged or not a torch file") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise _refused(f"cannot read {path}", _load_failure(exc, what)) from None
+
+
+def _refused(head: str, reason: str) -> DataError:
+    error = DataError(f"{head}: {reason}")
+    error.reason = reason  # type: ignore[attr-defined]
+    return error
+
+
+#: What torch says about a file that ends too soon (an empty or cut-off zip archive).
+_INCOMPLETE = ("failed finding central directory", "unexpected EOF", "Ran out of input")
+
+
+def _load_failure(exc: BaseException, what: str) -> str:
+    """Why ``torch.load`` failed, in a few words: an incomplete file as such, else the exception's
+    type and the first sentence of its message (torch appends a paragraph of advice)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    first = " ".join(str(exc).strip().split("\n")[0].split())
+    if isinstance(exc, EOFError) or any(words in first for words in _INCOMPLETE):
+        return f"not a complete {what} (truncated or empty)"
+    first = first.split(". ")[0].rstrip(".")[:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -28,67 +28,17 @@ next to the meta keys) are still read.
 
 from __future__ import annotations
 
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from graphforge.errors import DataError
+from graphforge.io import safe_load
 
 CHECKPOINT_FORMAT = 2
 FAMILIES: tuple[str, ...] = ("gradient", "fit", "graph_fit")
 _META_KEYS = ("config", "spec", "out_spec", "num_classes", "class_names", "graphforge_version")
 
-
-def _numpy_array_globals() -> list[Any]:
-    """What numpy arrays in checkpoints of graphforge < 0.2 (the pickled RNG state) need:
-    array reconstruction and dtypes, nothing that can run code."""
-    import numpy as np
-
-    multiarray = getattr(np, "_core", None) or np.core
-    dtypes = [type(np.dtype(t)) for t in ("uint32", "int64", "float64", "float32", "uint8", "bool")]
-    return [multiarray.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
-
-
-def safe_load(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True``: tensors and plain containers only.
-
-    Raises:
-        DataError: If the file is unreadable, truncated, or references anything else (a
-            pickled object, a function): it is refused, never unpickled.
-    """
-    path = Path(path)
-    try:
-        with torch.serialization.safe_globals(_numpy_array_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found:
-            raise DataError(f"refusing to load {path}: it holds a Python object ({found.group(1)}) besides tensors "
-                            "and plain data, which could run code when unpickled; graphforge's files never do, so "
-                            "the file is damaged or not from graphforge") from None
-        raise DataError(f"cannot read {path}: it is damaged or not a torch file") from None
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise DataError(f"cannot read {path}: {_load_failure(exc)}") from None
-
-
-#: What torch says about a file that ends too soon (an empty or cut-off zip archive).
-_INCOMPLETE = ("failed finding central directory", "unexpected EOF", "Ran out of input")
-
-
-def _load_failure(exc: BaseException) -> str:
-    """Why ``torch.load`` failed, in a few words: an incomplete file as such, else the exception's
-    type and the first sentence of its message (torch appends a paragraph of advice)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    first = " ".join(str(exc).strip().split("\n")[0].split())
-    if isinstance(exc, EOFError) or any(words in first for words in _INCOMPLETE):
-        return "not a complete checkpoint (truncated or empty)"
-    first = first.split(". ")[0].rstrip(".")[:200]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+__all__ = ["CHECKPOINT_FORMAT", "FAMILIES", "load_weights", "make_checkpoint", "read_checkpoint", "safe_load"]
 
 
 def make_checkpoint(family: str, meta: dict[str, Any], state: dict[str, Any], *, epoch: int = 1,

@@ -224,12 +224,12 @@ class RunDirectory:
         return read_checkpoint(self.load(name), self.file(name))
 
     def load(self, name: str) -> Any:
-        """Load a checkpoint file safely (see :func:`graphforge.engine.checkpoint.safe_load`).
+        """Load a checkpoint file safely (see :func:`graphforge.io.safe_load`).
 
         Raises:
             DataError: If it is missing, unreadable, or holds anything but tensors and plain data.
         """
-        from graphforge.engine.checkpoint import safe_load
+        from graphforge.io import safe_load
 
         f = self.file(name)
         if not f.is_file():

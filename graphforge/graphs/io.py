@@ -272,9 +272,9 @@ def _check_edges(edge_index: torch.Tensor, n: int, path: Path) -> None:
 
 
 def _load_pt(path: Path, fmt: str) -> Any:
-    from graphforge.engine.checkpoint import safe_load
+    from graphforge.io import safe_load
 
-    obj = safe_load(path)
+    obj = safe_load(path, what="graph file")
     if not isinstance(obj, dict) or obj.get("format") != GRAPH_FILE_FORMAT or not isinstance(obj.get("tensors"), dict):
         raise DataError(f"{path} is not a graphforge graph file")
     tensors = dict(obj["tensors"])
