@@ -234,7 +234,7 @@ def safe_load(path: str | os.PathLike[str], *, what: str = "checkpoint") -> Any:
                            "and plain data, which could run code when unpickled; graphforge's files never do, so "
                            "the file is damaged or not from graphforge") from None
         raise _refused(f"cannot read {path}", "it is damaged or not a torch file") from None
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 (whatever a malformed file makes torch.load raise: IndexError, struct.error, ...)
         raise _refused(f"cannot read {path}", _load_failure(exc, what)) from None
 
 
@@ -249,12 +249,13 @@ _INCOMPLETE = ("failed finding central directory", "unexpected EOF", "Ran out of
 
 
 def _load_failure(exc: BaseException, what: str) -> str:
-    """Why ``torch.load`` failed, in a few words: an incomplete file as such, else the exception's
-    type and the first sentence of its message (torch appends a paragraph of advice)."""
+    """Why ``torch.load`` failed, in a few words: the system's reason, an incomplete file as such,
+    else damage, with the exception's type and the first sentence of its message (torch
+    appends a paragraph of advice)."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     first = " ".join(str(exc).strip().split("\n")[0].split())
     if isinstance(exc, EOFError) or any(words in first for words in _INCOMPLETE):
         return f"not a complete {what} (truncated or empty)"
     first = first.split(". ")[0].rstrip(".")[:200]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return f"it is damaged or not a torch file ({type(exc).__name__}{': ' + first if first else ''})"

@@ -167,5 +167,6 @@ def test_an_unreadable_checkpoint_names_the_exception_and_its_first_sentence(mlp
     monkeypatch.setattr(torch, "load", damaged)
     with pytest.raises(DataError) as caught:
         safe_load(mlp_run / "checkpoint.pt")
-    assert str(caught.value) == (f"cannot read {mlp_run / 'checkpoint.pt'}: RuntimeError: PytorchStreamReader "
-                                 "failed reading file data/0: invalid header or archive is corrupted")
+    assert str(caught.value) == (f"cannot read {mlp_run / 'checkpoint.pt'}: it is damaged or not a torch file "
+                                 "(RuntimeError: PytorchStreamReader failed reading file data/0: invalid header or "
+                                 "archive is corrupted)")

@@ -112,14 +112,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Raises:
         DataError: If the file cannot be read or holds no state dict.
     """
+    from graphforge.io import safe_load
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        obj = safe_load(path, what="weights file")
+    except DataError as exc:
         raise DataError(
-            f"cannot read weights file {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(it must be a state dict saved with torch.save(model.state_dict(), path); a whole pickled "
-            "model is not loaded)"
-        ) from exc
+            f"cannot read weights file {path}: {exc.reason} (it must be a state dict saved with "  # type: ignore[attr-defined]
+            "torch.save(model.state_dict(), path); a whole pickled model is not loaded)"
+        ) from None
     for key in _WRAPPER_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
