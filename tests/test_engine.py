@@ -69,10 +69,16 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     assert resumed.metrics["test_accuracy"] == straight.metrics["test_accuracy"]
 
 
-def test_resume_can_extend_epochs(tmp_path):
+def test_resume_can_extend_epochs_and_reads_last_pt_once(tmp_path, monkeypatch):
+    from graphforge.engine.rundir import RunDirectory
+
     graphforge.run("none", "mlp", out=str(tmp_path / "r"), **dict(FAST, epochs=2, patience=0))
+    reads: list[str] = []
+    load = RunDirectory.load
+    monkeypatch.setattr(RunDirectory, "load", lambda self, name: reads.append(name) or load(self, name))
     more = graphforge.run(resume=tmp_path / "r", epochs=4)
     assert len(more.history) == 4
+    assert reads.count("last.pt") == 1, reads  # planning reads it; the trainer takes that copy
 
 
 def test_checkpoint_reloads_to_identical_predictions(tmp_path):

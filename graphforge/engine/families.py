@@ -225,7 +225,8 @@ class GradientFamily(ModelFamily):
             warmup_epochs=cfg.warmup_epochs, threads=job.threads,
         )
         if resume:
-            trainer.resume()
+            last, plan.resume_from = plan.resume_from, None
+            trainer.resume(last)
             log.info("resumed at epoch %d of %d", trainer.state.epoch, cfg.epochs)
         start = time.perf_counter()
         state = trainer.fit()

@@ -78,6 +78,9 @@ class Plan:
     model: Model
     options: dict[str, dict[str, Any]]
     device: torch.device
+    #: A resumed run's ``last.pt``, read once while planning; the trainer takes it (and
+    #: clears it, so the run does not hold a second copy of its weights while it trains).
+    resume_from: dict[str, Any] | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -267,6 +270,7 @@ def _plan_for(config: RunConfig, rundir: RunDirectory | None, given: Collection[
     last = _last_checkpoint(rundir)
     plan = plan_run(resumed_config(config, rundir, last, given), built_options(last) if last is not None else None)
     _check_resumable(plan, rundir, last)
+    plan.resume_from = last
     return plan
 
 

@@ -186,17 +186,22 @@ class Trainer:
         self.rundir.save(BEST_CHECKPOINT, make_checkpoint("gradient", self.meta, {"net": self.best_weights},
                                                           epoch=self.state.epoch))
 
-    def resume(self) -> None:
-        """Load ``last.pt`` and ``checkpoint.pt`` from the run directory.
+    def resume(self, last: dict[str, Any] | None = None) -> None:
+        """Continue from ``last.pt`` (and load ``checkpoint.pt``) of the run directory.
 
         A run stopped before its first epoch ended has no ``last.pt``: it starts again
         from epoch 1.
+
+        Args:
+            last: ``last.pt`` as already read (the runner reads it to plan the run); read
+                from the run directory when ``None``.
         """
-        if not self.rundir.file(LAST_CHECKPOINT).is_file():
-            log.info("%s has no %s (the run stopped before its first epoch ended): starting from epoch 1",
-                     self.rundir.path, LAST_CHECKPOINT)
-            return
-        last = self.rundir.load_checkpoint(LAST_CHECKPOINT)
+        if last is None:
+            if not self.rundir.file(LAST_CHECKPOINT).is_file():
+                log.info("%s has no %s (the run stopped before its first epoch ended): starting from epoch 1",
+                         self.rundir.path, LAST_CHECKPOINT)
+                return
+            last = self.rundir.load_checkpoint(LAST_CHECKPOINT)
         training = last.get("training")
         if last["family"] != "gradient" or not isinstance(training, dict):
             raise DataError(f"{self.rundir.file(LAST_CHECKPOINT)} holds no training state to resume from")
