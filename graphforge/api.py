@@ -91,9 +91,9 @@ def get_embedder(name: str, **options: Any) -> Embedder:
 
 
 def run(
-    converter: str = "none",
-    model: str = "mlp",
-    dataset: str = "digits",
+    converter: str | None = None,
+    model: str | None = None,
+    dataset: str | None = None,
     *,
     options: dict[str, Any] | None = None,
     resume: str | Path | None = None,
@@ -106,11 +106,14 @@ def run(
     same seed.
 
     Args:
-        converter: Converter name (``"none"`` feeds the samples as they are).
-        model: Model name.
-        dataset: Dataset name (default: the embedded ``digits``).
+        converter: Converter name (default ``"none"``: feed the samples as they are).
+        model: Model name (default ``"mlp"``).
+        dataset: Dataset name (default: the embedded ``"digits"``).
         options: Plugin options, as ``-o key=value`` on the CLI.
-        resume: Continue the stopped run in this directory.
+        resume: Continue the stopped run in this directory. Its own config is used; a
+            converter, model, dataset, option or setting given here must be the run's own
+            (``epochs`` may be more, and ``device``, ``threads``, ``plots``, ``data_root``
+            and ``download`` may change).
         progress: Show progress bars on stderr.
         **settings: Any other :class:`graphforge.config.RunConfig` field
             (``epochs``, ``seed``, ``device``, ``out``, ``limit_train``, ...).
@@ -123,12 +126,12 @@ def run(
         >>> result.metrics["test_accuracy"]  # doctest: +SKIP
         0.97...
     """
+    plugins = {"converter": converter, "model": model, "dataset": dataset}
     config = RunConfig.from_dict(
-        {"converter": converter, "model": model, "dataset": dataset,
+        {**{name: value for name, value in plugins.items() if value is not None},
          "options": dict(options) if isinstance(options, dict) else ({} if options is None else options), **settings}
     )
-    given = set(settings) | {name for name, value, default in (("converter", converter, "none"), ("model", model, "mlp"),
-                                                              ("dataset", dataset, "digits")) if value != default}
+    given = set(settings) | {name for name, value in plugins.items() if value is not None}
     return execute(config, resume=resume, progress=progress, given=given)
 
 

@@ -129,6 +129,15 @@ def test_resume_sees_options_given_at_their_default_values(tmp_path):
     assert (out / "plots").is_dir()
 
 
+def test_resume_sees_the_api_plugin_names_given_at_their_default_values(tmp_path):
+    """graphforge.run("none", "mlp", resume=...) names a model, even though "mlp" is the default."""
+    out = tmp_path / "cnn"
+    graphforge.run(model="cnn", epochs=1, out=str(out), plots=False, limit_train=60)
+    with pytest.raises(GraphforgeError, match="--model 'mlp' differs from the run's model 'cnn'"):
+        graphforge.run("none", "mlp", resume=out, epochs=2)
+    assert len(graphforge.run(resume=out, epochs=2).history) == 2  # nothing named: the run's own
+
+
 def test_resume_accepts_the_runs_own_options(finished_run):
     result = CliRunner().invoke(cli, ["run", "--resume", str(finished_run), "--model", "mlp", "--dataset", "digits",
                                       "--out", str(finished_run), "--epochs", "2", "--threads", "1", "--json"])
