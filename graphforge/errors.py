@@ -19,7 +19,14 @@ class ConfigError(GraphforgeError, ValueError):
 
 
 class DataError(GraphforgeError, ValueError):
-    """Input data is missing, malformed or inconsistent."""
+    """Input data is missing, malformed or inconsistent.
+
+    Attributes:
+        reason: For a file that cannot be read (:func:`graphforge.io.safe_load`), why, without
+            the file's name; ``None`` otherwise.
+    """
+
+    reason: str | None = None
 
 
 class OutputError(GraphforgeError, OSError):

@@ -240,7 +240,7 @@ def safe_load(path: str | os.PathLike[str], *, what: str = "checkpoint") -> Any:
 
 def _refused(head: str, reason: str) -> DataError:
     error = DataError(f"{head}: {reason}")
-    error.reason = reason  # type: ignore[attr-defined]
+    error.reason = reason
     return error
 
 

@@ -118,7 +118,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         obj = safe_load(path, what="weights file")
     except DataError as exc:
         raise DataError(
-            f"cannot read weights file {path}: {exc.reason} (it must be a state dict saved with "  # type: ignore[attr-defined]
+            f"cannot read weights file {path}: {exc.reason} (it must be a state dict saved with "
             "torch.save(model.state_dict(), path); a whole pickled model is not loaded)"
         ) from None
     for key in _WRAPPER_KEYS:
