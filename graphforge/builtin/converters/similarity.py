@@ -65,6 +65,14 @@ def _digest(x: torch.Tensor) -> str:
 DEFAULT_K = 10
 
 
+def _graph_mode(mode: str | None, threshold: float | None, degree: float | None) -> str:
+    """The mode a graph is built in: ``mode`` when given, else ``threshold`` when a threshold or
+    a degree is given, else ``knn``."""
+    if mode is not None:
+        return mode
+    return "threshold" if threshold is not None or degree is not None else "knn"
+
+
 class Similarity(Converter):
     """Dataset graph of samples joined by embedding similarity.
 
@@ -109,9 +117,7 @@ class Similarity(Converter):
     def upgrade_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """Options pinned by a checkpoint of an earlier version, as this one reads them: those
         versions recorded ``k=10`` for threshold graphs too, where k was never used."""
-        threshold_graph = options.get("mode") == "threshold" or (
-            options.get("mode") is None and (options.get("threshold") is not None or options.get("degree") is not None))
-        if threshold_graph:
+        if _graph_mode(options.get("mode"), options.get("threshold"), options.get("degree")) == "threshold":
             options.pop("k", None)
         return options
 
@@ -137,7 +143,7 @@ class Similarity(Converter):
         cache_dir: str | None = None,
         features: str = "standard",
     ) -> None:
-        mode = mode if mode is not None else ("threshold" if threshold is not None or degree is not None else "knn")
+        mode = _graph_mode(mode, threshold, degree)
         if degree is not None:
             check_degree(degree)
             if threshold is not None:
