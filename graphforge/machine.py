@@ -1,10 +1,15 @@
-"""What this machine's CPU can do: its feature flags, read once from ``/proc/cpuinfo``."""
+"""What this machine's CPU can do: its feature flags, read once from ``/proc/cpuinfo``,
+and the instruction-set cap this process sets on oneDNN, torch's CPU kernel library."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
-__all__ = ["cpu_flags"]
+__all__ = ["cpu_flags", "onednn_isa_cap"]
+
+#: Environment variables that cap the instructions oneDNN uses (the second is its old name).
+ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
 @lru_cache(maxsize=1)
@@ -22,3 +27,17 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN is capped at in this process, upper-case, or None.
+
+    oneDNN runs torch's CPU convolutions and matrix products; ``ONEDNN_MAX_CPU_ISA=AVX2``
+    (or the older ``DNNL_MAX_CPU_ISA``) makes it use what an AVX2-only CPU has, whatever
+    this CPU's flags say. ``ALL`` and ``DEFAULT`` are no cap.
+    """
+    for name in ONEDNN_ISA_VARIABLES:
+        value = os.environ.get(name, "").strip().upper()
+        if value and value not in ("ALL", "DEFAULT"):
+            return value
+    return None

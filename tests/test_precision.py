@@ -13,6 +13,7 @@ from graphforge.config import RunConfig
 from graphforge.engine import precision as engine_precision
 from graphforge.engine.precision import autocast, check_precision, has_native_bf16, prepare_precision
 from graphforge.errors import ConfigError
+from graphforge.machine import ONEDNN_ISA_VARIABLES, onednn_isa_cap
 from tests.helpers import interrupted_at
 
 CPU = torch.device("cpu")
@@ -55,6 +56,8 @@ def test_autocast_context():
 
 
 def test_bf16_on_a_cpu_without_bf16_warns(monkeypatch):
+    for name in ONEDNN_ISA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(engine_precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     assert not has_native_bf16(CPU)
     with pytest.warns(UserWarning, match="no native bf16 instructions"):
@@ -65,6 +68,44 @@ def test_bf16_on_a_cpu_without_bf16_warns(monkeypatch):
         warnings.simplefilter("error")
         prepare_precision("bf16", CPU)
         prepare_precision("fp32", CPU)
+
+
+@pytest.mark.parametrize("variable,cap,native", [
+    ("ONEDNN_MAX_CPU_ISA", "AVX2", False),  # what an AVX2-only CPU runs
+    ("ONEDNN_MAX_CPU_ISA", "avx512_core", False),  # plain AVX-512: bf16 emulated
+    ("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI_2", False),  # bf16 conversions only, no dot products
+    ("DNNL_MAX_CPU_ISA", "AVX2", False),  # oneDNN's older name
+    ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16", True),
+    ("ONEDNN_MAX_CPU_ISA", "avx512_core_amx", True),
+    ("ONEDNN_MAX_CPU_ISA", "AVX10_1_512", True),
+    ("ONEDNN_MAX_CPU_ISA", "ALL", True),  # no cap
+    ("ONEDNN_MAX_CPU_ISA", "", True),
+])
+def test_a_onednn_isa_cap_below_bf16_is_not_native(monkeypatch, variable, cap, native):
+    """ONEDNN_MAX_CPU_ISA caps the convolutions' instructions: bf16 is then emulated on a BF16 CPU too."""
+    for name in ONEDNN_ISA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, cap)
+    monkeypatch.setattr(engine_precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert onednn_isa_cap() == (cap.upper() if cap and cap != "ALL" else None)
+    assert has_native_bf16(CPU) is native
+    if native:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            prepare_precision("bf16", CPU)
+    else:
+        with pytest.warns(UserWarning, match=f"oneDNN is capped at {cap.upper()} .*use --precision fp32"):
+            prepare_precision("bf16", CPU)
+
+
+def test_the_machine_header_names_a_onednn_cap(monkeypatch):
+    from graphforge.bench.results import machine_header
+
+    for name in ONEDNN_ISA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert "oneDNN" not in machine_header()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert "oneDNN capped at AVX2 by ONEDNN_MAX_CPU_ISA" in machine_header()
 
 
 def test_bf16_on_an_old_gpu_is_refused(monkeypatch):
