@@ -83,7 +83,7 @@ def prepare_precision(precision: str, device: torch.device) -> None:
         where = (f"oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA), below native bf16 instructions"
                  if cpu_flags() & _BF16_CPU_FLAGS else "this CPU has no native bf16 instructions (avx512_bf16 or AMX)")
         warnings.warn(f"--precision bf16: {where}, so bf16 is emulated: measured 1.5-2x slower than fp32 to "
-                      "train with plain AVX-512 and 9-11x slower with AVX2 only; use --precision fp32", stacklevel=2)
+                      "train with oneDNN held to plain AVX-512 and 9-11x slower held to AVX2; use --precision fp32", stacklevel=2)
     log.info("precision: bf16 mixed (autocast on %s; weights, optimiser and loss in fp32)", device.type)
 
 
