@@ -71,7 +71,7 @@ def test_bf16_on_a_cpu_without_bf16_warns(monkeypatch):
 
 
 @pytest.mark.parametrize("variable,cap,native", [
-    ("ONEDNN_MAX_CPU_ISA", "AVX2", False),  # what an AVX2-only CPU runs
+    ("ONEDNN_MAX_CPU_ISA", "AVX2", False),  # oneDNN held to the instructions of an AVX2-only CPU
     ("ONEDNN_MAX_CPU_ISA", "avx512_core", False),  # plain AVX-512: bf16 emulated
     ("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI_2", False),  # bf16 conversions only, no dot products
     ("DNNL_MAX_CPU_ISA", "AVX2", False),  # oneDNN's older name
