@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-__all__ = ["cpu_flags", "onednn_isa_cap"]
+__all__ = ["cpu_flags", "onednn_isa_cap", "onednn_isa_setting"]
 
 #: Environment variables that cap the instructions oneDNN uses (the second is its old name).
 ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
@@ -29,15 +29,24 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def onednn_isa_cap() -> str | None:
-    """The instruction set oneDNN is capped at in this process, upper-case, or None.
+def onednn_isa_setting() -> tuple[str, str] | None:
+    """The variable that caps oneDNN's instruction set in this process and its value, upper-case.
 
     oneDNN runs torch's CPU convolutions and matrix products; ``ONEDNN_MAX_CPU_ISA=AVX2``
     (or the older ``DNNL_MAX_CPU_ISA``) makes it use what an AVX2-only CPU has, whatever
     this CPU's flags say. ``ALL`` and ``DEFAULT`` are no cap.
+
+    Returns:
+        ``(variable, value)``, e.g. ``("DNNL_MAX_CPU_ISA", "AVX2")``, or None when oneDNN is not capped.
     """
     for name in ONEDNN_ISA_VARIABLES:
         value = os.environ.get(name, "").strip().upper()
         if value and value not in ("ALL", "DEFAULT"):
-            return value
+            return name, value
     return None
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN is capped at in this process, upper-case, or None (see :func:`onednn_isa_setting`)."""
+    setting = onednn_isa_setting()
+    return setting[1] if setting else None

@@ -94,7 +94,7 @@ def test_a_onednn_isa_cap_below_bf16_is_not_native(monkeypatch, variable, cap, n
             warnings.simplefilter("error")
             prepare_precision("bf16", CPU)
     else:
-        with pytest.warns(UserWarning, match=f"oneDNN is capped at {cap.upper()} .*use --precision fp32"):
+        with pytest.warns(UserWarning, match=rf"oneDNN is capped at {cap.upper()} \({variable}\).*use --precision fp32"):
             prepare_precision("bf16", CPU)
 
 
@@ -106,6 +106,9 @@ def test_the_machine_header_names_a_onednn_cap(monkeypatch):
     assert "oneDNN" not in machine_header()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
     assert "oneDNN capped at AVX2 by ONEDNN_MAX_CPU_ISA" in machine_header()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx512_core")  # oneDNN's older name is named as it was set
+    assert "oneDNN capped at AVX512_CORE by DNNL_MAX_CPU_ISA" in machine_header()
 
 
 def test_bf16_on_an_old_gpu_is_refused(monkeypatch):

@@ -472,7 +472,7 @@ def machine_header(threads: int | None = None) -> str:
 
     import torch
 
-    from graphforge.machine import cpu_flags, onednn_isa_cap
+    from graphforge.machine import cpu_flags, onednn_isa_setting
 
     model = platform.processor() or "unknown CPU"
     try:
@@ -484,9 +484,9 @@ def machine_header(threads: int | None = None) -> str:
         pass
     have = cpu_flags()
     flags = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in have]
-    cap = onednn_isa_cap()
-    if cap:
-        flags.append(f"oneDNN capped at {cap} by ONEDNN_MAX_CPU_ISA")
+    setting = onednn_isa_setting()
+    if setting:
+        flags.append(f"oneDNN capped at {setting[1]} by {setting[0]}")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"Machine: {model} ({', '.join(flags) or 'no AVX2'}), {os.cpu_count()} CPUs, torch "
             f"{torch.__version__} with up to {threads or torch.get_num_threads()} threads per run, {gpu}.")

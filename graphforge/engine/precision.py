@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from graphforge.errors import ConfigError
-from graphforge.machine import cpu_flags, onednn_isa_cap
+from graphforge.machine import cpu_flags, onednn_isa_cap, onednn_isa_setting
 
 __all__ = ["PRECISIONS", "autocast", "check_precision", "has_native_bf16", "prepare_precision"]
 
@@ -54,7 +54,8 @@ def has_native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes in bf16 natively.
 
     CUDA: compute capability >= 8.0. CPU: ``avx512_bf16`` or AMX, unless this process caps
-    oneDNN below them (``ONEDNN_MAX_CPU_ISA``, see :func:`graphforge.machine.onednn_isa_cap`).
+    oneDNN below them (``ONEDNN_MAX_CPU_ISA`` or ``DNNL_MAX_CPU_ISA``; see
+    :func:`graphforge.machine.onednn_isa_setting`).
     """
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8)
@@ -68,7 +69,7 @@ def prepare_precision(precision: str, device: torch.device) -> None:
         ConfigError: bf16 on a GPU without bf16 support (before compute capability 8.0).
 
     Warns:
-        UserWarning: bf16 on a CPU without ``avx512_bf16`` / AMX or below them under ``ONEDNN_MAX_CPU_ISA`` (emulated: slower).
+        UserWarning: bf16 on a CPU without ``avx512_bf16`` / AMX or below them under a oneDNN cap (emulated: slower).
     """
     check_precision(precision)
     if precision != "bf16":
@@ -79,8 +80,8 @@ def prepare_precision(precision: str, device: torch.device) -> None:
             raise ConfigError(f"--precision bf16 needs a GPU of compute capability 8.0 or newer; "
                               f"{torch.cuda.get_device_name(device)} is {major}.{minor}: use --precision fp32")
     elif device.type == "cpu" and not has_native_bf16(device):
-        cap = onednn_isa_cap()
-        where = (f"oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA), below native bf16 instructions"
+        variable, cap = onednn_isa_setting() or ("", "")
+        where = (f"oneDNN is capped at {cap} ({variable}), below native bf16 instructions"
                  if cpu_flags() & _BF16_CPU_FLAGS else "this CPU has no native bf16 instructions (avx512_bf16 or AMX)")
         warnings.warn(f"--precision bf16: {where}, so bf16 is emulated: measured 1.5-2x slower than fp32 to "
                       "train with oneDNN held to plain AVX-512 and 9-11x slower held to AVX2; use --precision fp32", stacklevel=2)
