@@ -90,6 +90,29 @@ def test_fixed_k_mode():
     assert getattr(g, "edge_weight", None) is None  # unweighted: every edge counts fully
 
 
+@pytest.mark.parametrize("learn_k", [True, False])
+def test_edge_dropout_zeroes_a_share_of_the_training_edges_only(learn_k):
+    torch.manual_seed(0)
+    options = {} if learn_k else {"learn_k": False, "k": 8}
+    module = DynKNN(edge_dropout=0.3, **options).build(EMNIST)
+    x = torch.rand(64, *EMNIST.shape)
+    assert getattr(module.eval()(x), "edge_weight", None) is None  # evaluation graphs keep every edge
+    g = module.train()(x)
+    w = g.edge_weight.detach()
+    assert torch.allclose(w, w.round())  # 0 or 1 (the straight-through sum leaves 1 - 1e-7)
+    w = w.round()
+    k_listed = module.k_max if learn_k else 8  # neighbours listed per node, nearest first
+    rank = torch.arange(w.numel()) % k_listed
+    in_graph = rank < g.k[g.edge_index[1] // module.num_nodes]  # those within the image's k
+    assert not w[~in_graph].any()
+    assert w[rank == 0].all()  # a node's nearest always stays: no node is left without neighbours
+    assert 0.27 < float((w[in_graph & (rank > 0)] == 0).float().mean()) < 0.33
+    if learn_k:  # the dropped edges still pass the k head its gradient through the kept ones
+        head = graphforge.get_model("sage", hidden=16, layers=1).build(DynKNN().output_spec(EMNIST), 10)
+        nn.functional.cross_entropy(head(g), torch.randint(0, 10, (64,))).backward()
+        assert sum(float(p.grad.abs().sum()) for p in module.k_head.parameters()) > 0
+
+
 def test_k_penalty_is_an_aux_loss():
     module = DynKNN(k_penalty=0.5).build(DIGITS).train()
     module(torch.rand(4, *DIGITS.shape))
@@ -123,6 +146,8 @@ def test_epoch_metrics_report_k_histogram():
      ({"k_holdout": 0.6}, "k_holdout must be <= 0.5"),
      ({"k_holdout": -0.1}, "k_holdout must be >= 0"),
      ({"k_holdout": 0.1, "learn_k": False}, "k_holdout needs learn_k=true"),
+     ({"edge_dropout": 1.0}, "edge_dropout must be below 1"),
+     ({"edge_dropout": -0.1}, "edge_dropout must be >= 0"),
      ({"bogus": 1}, "no option 'bogus'")],
 )
 def test_bad_options(options, message):

@@ -122,9 +122,11 @@ class DynamicKNNGraph(nn.Module):
     def __init__(self, spec: InputSpec, channels: Sequence[int], k_min: int, k_max: int, k: int, learn_k: bool,
                  pos_encoding: bool, metric: str, tau: float, k_penalty: float, min_side: int,
                  convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", pos_embed: bool = False,
-                 dynamic: bool = False, stage_k: int = 0, k_per: str = "image", k_holdout: float = 0.0) -> None:
+                 dynamic: bool = False, stage_k: int = 0, k_per: str = "image", k_holdout: float = 0.0,
+                 edge_dropout: float = 0.0) -> None:
         super().__init__()
         self.dynamic = dynamic
+        self.edge_dropout = edge_dropout
         self.k_holdout = k_holdout
         self.graphforge_holdout_pass = False  # set by the task while a held-out batch runs
         self.k_per = k_per
@@ -172,6 +174,23 @@ class DynamicKNNGraph(nn.Module):
         return k_cont, k_cont.detach().round().clamp(self.k_min, self.k_max).long()
 
     def _graph(self, nodes: Tensor, k_cont: Tensor, k_hard: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The KNN graphs of ``nodes [B, N, F]`` (see :meth:`_knn`); in training with
+        ``edge_dropout``, each edge but a node's nearest is also zeroed with that probability.
+
+        The nearest stays so that no node loses every neighbour: a mean over no weight
+        would divide by (nearly) zero, and the k head's gradient through it explode.
+        """
+        edge_index, weight = self._knn(nodes, k_cont, k_hard)
+        if self.training and self.edge_dropout:
+            from graphforge.nn.conv import group_ranks
+
+            rank, _ = group_ranks(edge_index[1], nodes.shape[0] * nodes.shape[1])  # nearest first
+            drop = torch.rand(edge_index.shape[1], device=edge_index.device) < self.edge_dropout
+            keep = (~drop | (rank == 0)).to(nodes.dtype)
+            weight = keep if weight is None else weight * keep
+        return edge_index, weight
+
+    def _knn(self, nodes: Tensor, k_cont: Tensor, k_hard: Tensor) -> tuple[Tensor, Tensor | None]:
         """The KNN graphs of ``nodes [B, N, F]``: ``(edge_index, edge_weight or None)``.
 
         Training a learned k: every node's ``k_max`` nearest, weighted by the straight-through
@@ -319,6 +338,9 @@ class DynKNN(Converter):
             the k head learns only from the loss on it (a validation-loss signal), while the rest
             of the network trains on the other images. Needs ``learn_k``; ``0``: the k head
             learns from the training loss like the rest. (default: ``0.0``)
+        edge_dropout (float, optional): In training, each edge of every graph but a node's
+            nearest is dropped with this probability (DropEdge: a node then averages a random
+            subset of its neighbours); the evaluation graphs keep every edge. (default: ``0.0``)
     """
 
     name = "dyn_knn"
@@ -337,7 +359,8 @@ class DynKNN(Converter):
                  learn_k: bool = True, pos_encoding: bool = True, pos_embed: bool = False, metric: str = "euclidean",
                  tau: float = 1.0, k_penalty: float = 0.0, min_side: int = 4,
                  convs_per_block: int | Sequence[int] = 1, k_input: str = "mean", dynamic: bool = False,
-                 stage_k: int = 0, k_per: str = "image", k_holdout: float = 0.0) -> None:
+                 stage_k: int = 0, k_per: str = "image", k_holdout: float = 0.0,
+                 edge_dropout: float = 0.0) -> None:
         channels = [channels] if isinstance(channels, int) else list(channels)
         if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"channels must be a list of positive integers, got {channels!r}")
@@ -373,6 +396,10 @@ class DynKNN(Converter):
         if k_holdout and not learn_k:
             raise ValueError("k_holdout needs learn_k=true (a fixed k has no head to train)")
         self.k_holdout = float(k_holdout)
+        edge_dropout = check_float(edge_dropout, "edge_dropout", minimum=0.0, maximum=1.0)
+        if edge_dropout == 1.0:
+            raise ValueError("edge_dropout must be below 1 (1 would drop every edge), got 1.0")
+        self.edge_dropout = float(edge_dropout)
         self.k_per = k_per
         self.dynamic = dynamic
         self.pos_embed = pos_embed
@@ -418,7 +445,8 @@ class DynKNN(Converter):
         return DynamicKNNGraph(spec, self.channels, self.k_min, self.k_max, FIXED_K if self.k is None else self.k,
                                self.learn_k, self.pos_encoding,
                                self.metric, self.tau, self.k_penalty, self.min_side, self.convs_per_block, self.k_input,
-                               self.pos_embed, self.dynamic, self.stage_k, self.k_per, self.k_holdout)
+                               self.pos_embed, self.dynamic, self.stage_k, self.k_per, self.k_holdout,
+                               self.edge_dropout)
 
     def write_plots(self, history: list[dict[str, Any]], plot_dir: Path) -> list[Path]:
         """Plot the distribution of predicted k over the epochs (``k_distribution.png``)."""
