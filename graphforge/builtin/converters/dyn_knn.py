@@ -343,7 +343,7 @@ class DynKNN(Converter):
             subset of its neighbours); the evaluation graphs keep every edge. (default: ``0.0``:
             on Fashion-MNIST 10k, 0.3 adds 0.3 points of validation accuracy to
             ``convs_per_block=2`` with one ``sage`` layer and label smoothing, which leaves it
-            level with ``cnn``)
+            level with ``cnn``; on the default flagship it is level)
     """
 
     name = "dyn_knn"
