@@ -51,6 +51,7 @@ def check_float(
     minimum: float | None = None,
     maximum: float | None = None,
     exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
     optional: bool = False,
 ) -> float | None:
     """Return ``value`` as a finite ``float`` within the given bounds (``None`` when optional).
@@ -69,8 +70,8 @@ def check_float(
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
         raise ConfigError(f"{name} must be {'>' if exclusive_minimum else '>='} {minimum:g}, got {value!r}")
-    if maximum is not None and number > maximum:
-        raise ConfigError(f"{name} must be <= {maximum:g}, got {value!r}")
+    if maximum is not None and (number >= maximum if exclusive_maximum else number > maximum):
+        raise ConfigError(f"{name} must be {'<' if exclusive_maximum else '<='} {maximum:g}, got {value!r}")
     return number
 
 

@@ -146,7 +146,7 @@ def test_epoch_metrics_report_k_histogram():
      ({"k_holdout": 0.6}, "k_holdout must be <= 0.5"),
      ({"k_holdout": -0.1}, "k_holdout must be >= 0"),
      ({"k_holdout": 0.1, "learn_k": False}, "k_holdout needs learn_k=true"),
-     ({"edge_dropout": 1.0}, "edge_dropout must be below 1"),
+     ({"edge_dropout": 1.0}, "edge_dropout must be < 1, got 1.0"),
      ({"edge_dropout": -0.1}, "edge_dropout must be >= 0"),
      ({"bogus": 1}, "no option 'bogus'")],
 )

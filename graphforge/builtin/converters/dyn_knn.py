@@ -399,10 +399,8 @@ class DynKNN(Converter):
         if k_holdout and not learn_k:
             raise ValueError("k_holdout needs learn_k=true (a fixed k has no head to train)")
         self.k_holdout = float(k_holdout)
-        edge_dropout = check_float(edge_dropout, "edge_dropout", minimum=0.0, maximum=1.0)
-        if edge_dropout == 1.0:
-            raise ValueError("edge_dropout must be below 1 (1 would drop every edge), got 1.0")
-        self.edge_dropout = float(edge_dropout)
+        self.edge_dropout = float(check_float(edge_dropout, "edge_dropout", minimum=0.0, maximum=1.0,
+                                              exclusive_maximum=True))
         self.k_per = k_per
         self.dynamic = dynamic
         self.pos_embed = pos_embed
